@@ -1,0 +1,97 @@
+"""The ``eokit`` command: one lazily loaded subcommand group per capability, plus ``demo``.
+
+Heavy libraries (torch, rasterio) are imported only when a subcommand runs, so
+``eokit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from typing import Any
+
+import click
+
+from eokit import __version__
+
+#: Subcommand name -> "module:attribute" of its click command. Only modules that exist are shown.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("eokit.demo:demo_command", "Run every capability on simulated scenes; write a report."),
+    "synth": ("eokit.core.synth.cli:synth", "Generate simulated scenes (GeoTIFF)."),
+    "change": ("eokit.change.cli:change", "Change detection with per-dataset adapters (CANet)."),
+    "curation": ("eokit.curation.cli:curation", "SAR self-supervised pretraining with curation."),
+    "timeseries": ("eokit.timeseries.cli:timeseries", "Pixel time-series model and canopy maps."),
+    "lst": ("eokit.lst.cli:lst", "Land-surface temperature retrieval."),
+    "noisy": ("eokit.noisy.cli:noisy", "Segmentation with spatially correlated label noise."),
+    "urban": ("eokit.urban.cli:urban", "Urban density-gradient metrics."),
+    "openvocab": ("eokit.openvocab.cli:openvocab", "Open-vocabulary segmentation."),
+    "grounding": ("eokit.grounding.cli:grounding", "Detection and visual grounding."),
+    "agent": ("eokit.agent.cli:agent", "Tool server exposing eokit to LLM agents."),
+}
+
+
+def _available(name: str) -> bool:
+    module = COMMANDS[name][0].split(":")[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if _available(name)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS or not _available(cmd_name):
+            return None
+        module_name, attribute = COMMANDS[cmd_name][0].split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{module_name}.{attribute} is not a click command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table, so that --help imports nothing heavy.
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="eokit")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """eokit: Earth-observation analysis on real GeoTIFFs, on a laptop or a cluster."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose == 0:
+        logging.getLogger("eokit").setLevel(logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    from eokit.core.errors import EokitError
+
+    try:
+        return cli.main(args=argv, prog_name="eokit", standalone_mode=False)
+    except EokitError as error:
+        click.echo(f"eokit: error: {error}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("eokit: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Ground floor shared by every eokit capability: errors, data model, I/O, training, reports."""
