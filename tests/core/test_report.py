@@ -1,0 +1,259 @@
+"""Tests for the HTML report builder."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eokit.core.errors import InputError
+from eokit.core.report import (
+    Report,
+    SectionTimer,
+    format_value,
+    markdown_to_html,
+    nice_scale_length,
+    rgb_quicklook,
+)
+
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _embedded_pngs(document: str) -> list[bytes]:
+    return [
+        base64.b64decode(match)
+        for match in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', document)
+    ]
+
+
+def _sample_report(tmp_path: Path) -> tuple[Report, Path]:
+    rng = np.random.default_rng(0)
+    image = rng.random((6, 120, 200)).astype(np.float32)
+    input_file = tmp_path / "input.bin"
+    input_file.write_bytes(b"eokit" * 100)
+    report = Report("Scene <report> & friends", command="eokit demo --quick --seed 0")
+    report.text("Intro with **bold**, `code` and <script>alert('x')</script>.")
+    report.section("Maps", "Simulated *scene*.")
+    report.image_map(
+        rgb_quicklook(image),
+        title="RGB quick-look",
+        pixel_size_m=10.0,
+        overlay=image[3] > 0.95,
+        overlay_label="bright",
+    )
+    continuous = image[3].copy()
+    continuous[:10] = np.nan
+    report.image_map(
+        continuous, title="NIR", pixel_size_m=10.0, colorbar_label="reflectance", cmap="magma"
+    )
+    report.image_map(
+        rng.integers(0, 4, (120, 200)),
+        title="Classes",
+        pixel_size_m=10.0,
+        classes=["water", "forest", "crop", "urban"],
+    )
+    report.section("Tables")
+    report.table(
+        [{f"a_rather_long_column_name_{index}": index * 1234.5 for index in range(30)}],
+        caption="A very wide table",
+    )
+    report.table([{"name": "x" * 400, "value": 0.123456, "count": 123456}], caption="<b>cap</b>")
+    report.metrics({"oa": 0.9, "iou": [0.5, 0.25, 0.125]}, caption="Metrics")
+    report.text("unbroken_" * 60)
+    report.provenance(seed=7, config={"tile": 256, "bands": np.arange(3)}, inputs=[input_file])
+    return report, input_file
+
+
+def test_format_value_is_readable() -> None:
+    assert format_value(None) == "—"
+    assert format_value(3) == "3"
+    assert format_value(np.int64(1234567)) == "1,234,567"
+    assert format_value(0.123456789) == "0.1235"
+    assert format_value(np.float32(2.5)) == "2.5"
+    assert format_value(12345.678) == "12,345.7"
+    assert format_value(1.5e-7) == "1.500e-07"
+    assert format_value(float("nan")) == "NaN"
+    assert format_value(True) == "yes"
+    assert format_value([0.5, 1, "a"]) == "[0.5, 1, a]"
+    assert format_value(np.arange(20)).endswith(", …]")
+
+
+def test_markdown_subset_escapes_html() -> None:
+    rendered = markdown_to_html(
+        "# Head\n\nSome **bold** and `a<b>`\n\n- one\n- two <i>\n\n"
+        "[ok](https://example.org) [bad](javascript:alert(1))"
+    )
+    assert "<h3>Head</h3>" in rendered
+    assert "<strong>bold</strong>" in rendered
+    assert "<code>a&lt;b&gt;</code>" in rendered
+    assert "<li>two &lt;i&gt;</li>" in rendered
+    assert '<a href="https://example.org">ok</a>' in rendered
+    assert "javascript" in rendered and 'href="javascript' not in rendered
+    assert "<i>" not in rendered
+
+
+def test_rgb_quicklook_stretches_and_orders_bands() -> None:
+    image = np.zeros((4, 10, 10), dtype=np.float32)
+    image[2] = np.linspace(0, 0.3, 100).reshape(10, 10)  # "red" band
+    image[0, 0, 0] = np.nan
+    rgb = rgb_quicklook(image)
+    assert rgb.shape == (10, 10, 3) and rgb.dtype == np.float32
+    assert 0.0 <= rgb.min() and rgb.max() <= 1.0
+    assert rgb[..., 0].max() == pytest.approx(1.0) and rgb[..., 0].min() == 0.0
+    assert np.all(rgb[..., 2] == 0.0)  # blue band 0 constant / NaN -> 0
+    with pytest.raises(InputError, match="bands"):
+        rgb_quicklook(image, bands=(5, 1, 0))
+    with pytest.raises(InputError, match="image"):
+        rgb_quicklook(np.zeros((2, 2, 2, 2)))
+
+
+def test_nice_scale_length() -> None:
+    assert nice_scale_length(1234.0) == 1000.0
+    assert nice_scale_length(480.0) == 200.0
+    assert nice_scale_length(5.0) == 5.0
+    assert nice_scale_length(0.7) == pytest.approx(0.5)
+    with pytest.raises(InputError):
+        nice_scale_length(0.0)
+
+
+def test_report_is_self_contained_escaped_and_complete(tmp_path: Path) -> None:
+    report, input_file = _sample_report(tmp_path)
+    path = report.write(tmp_path / "out" / "report.html")
+    document = path.read_text(encoding="utf-8")
+    pngs = _embedded_pngs(document)
+    assert len(pngs) == 3 and all(png.startswith(PNG_SIGNATURE) for png in pngs)
+    assert not re.search(r'(src|href)="(https?:)?//', document)  # nothing fetched from outside
+    assert "<script>" not in document and "&lt;script&gt;" in document
+    assert "Scene &lt;report&gt; &amp; friends" in document and "&lt;b&gt;cap&lt;/b&gt;" in document
+    # The table of contents links to every section.
+    anchors = re.findall(r'<li><a href="#([^"]+)"', document)
+    assert len(anchors) == 3  # Maps, Tables, Provenance
+    for anchor in anchors:
+        assert f'id="{anchor}"' in document
+    # Provenance: command, seed, config, versions, input file hash.
+    assert "eokit demo --quick --seed 0" in document
+    assert hashlib.sha256(input_file.read_bytes()).hexdigest() in document
+    assert "tile: 256" in document and "torch" in document and "rasterio" in document
+    assert "north up" in document and "120 px at 10 m" in document
+    assert "(per class)" in document
+    assert os.listdir(path.parent) == ["report.html"]  # no temp file left behind
+
+
+def test_report_write_unwritable_raises_input_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="file"):
+        Report("x").write(blocker / "report.html")
+
+
+def test_image_map_rejects_bad_shapes() -> None:
+    report = Report("x")
+    with pytest.raises(InputError, match="array"):
+        report.image_map(np.zeros((2, 4, 5, 6)), title="bad")
+    with pytest.raises(InputError, match="overlay"):
+        report.image_map(np.zeros((4, 5)), title="bad", overlay=np.zeros((5, 4), dtype=bool))
+    with pytest.raises(InputError, match="pixel_size_m"):
+        report.image_map(np.zeros((4, 5)), title="bad", pixel_size_m=-1.0)
+
+
+def test_large_map_is_decimated() -> None:
+    report = Report("x")
+    report.image_map(np.random.default_rng(0).random((4000, 3000)), title="big", pixel_size_m=1.0)
+    document = report.to_html()
+    assert "Shown at 1/3 resolution" in document
+    (png,) = _embedded_pngs(document)
+    assert len(png) < 3_000_000
+
+
+def test_section_timer_records_status_and_errors() -> None:
+    report = Report("x")
+    with SectionTimer(report, "good"):
+        report.text("fine")
+    timer = SectionTimer(report, "bad", swallow=True)
+    with timer:
+        raise ValueError("broken <thing>")
+    assert isinstance(timer.failed, ValueError)
+    with pytest.raises(RuntimeError), SectionTimer(report, "loud"):
+        raise RuntimeError("not swallowed")
+    good, bad, loud = report.sections
+    assert good.status == "ok" and good.elapsed_s is not None
+    assert bad.status == "failed" and loud.status == "failed"
+    document = report.to_html()
+    assert "ValueError: broken &lt;thing&gt;" in document
+    assert document.count('class="badge failed"') == 4  # TOC + heading, two sections
+
+
+CHECK_SCRIPT = """
+<script>
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (img) { return !img.complete || img.naturalWidth === 0; });
+  document.title = "RESULT" + JSON.stringify({
+    images: images.length,
+    broken: broken.length,
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth
+  });
+});
+</script>
+"""
+
+
+def _render(page: Path, tmp_path: Path, width: int) -> dict[str, int]:
+    """Load ``page`` (plus CHECK_SCRIPT) in headless Chromium; return what the script measured."""
+    checked = page.with_name(page.stem + f"-check{width}.html")
+    checked.write_text(page.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / f'chromium-{width}'}",
+        f"--window-size={width},900",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        checked.as_uri(),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    match = re.search(r"<title>RESULT(.*?)</title>", result.stdout)
+    assert match, f"no result from chromium: {result.stderr[-2000:]}"
+    measured: dict[str, int] = json.loads(match.group(1).replace("&quot;", '"'))
+    return measured
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="headless chromium not installed")
+def test_report_renders_in_chromium(tmp_path: Path) -> None:
+    report, _ = _sample_report(tmp_path)
+    page = report.write(tmp_path / "report.html")
+    for width in (1280, 420):
+        measured = _render(page, tmp_path, width)
+        assert measured["images"] == 3
+        assert measured["broken"] == 0
+        assert measured["scrollWidth"] <= measured["innerWidth"], measured
+    # The check itself can fail: a page that overflows is caught.
+    wide = tmp_path / "wide.html"
+    wide.write_text(
+        '<html><body><div style="width:3000px">x</div><img src="missing.png"></body></html>'
+    )
+    measured = _render(wide, tmp_path, 800)
+    assert measured["scrollWidth"] > measured["innerWidth"]
+    assert measured["broken"] == 1
