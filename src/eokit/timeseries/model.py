@@ -1,0 +1,563 @@
+"""EarthPT-style causal transformer over pixel time series, and the Dargana fine-tuning head.
+
+A token is one pixel on one date: its bands scaled to about [-1, 1] (the scaling is fitted once on
+the pretraining data and stored in the model as buffers), a validity flag, and sin/cos of the day
+of year of this date and of the next one. An MLP embeds the token, learned position embeddings are
+added, and a stack of pre-norm GPT blocks with a causal mask (invalid tokens are never attended to
+by later tokens) produces one hidden state per date. The pretraining objective is next-token
+prediction of the scaled bands with a Huber loss where only valid targets count.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eokit.core.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: Named sizes (d_model, n_layers, n_heads). ``tiny``/``small`` train on a CPU; EarthPT's
+#: published models range from ~10 M to 700 M parameters (``base``/``large`` here are 4.8 M/85 M).
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    "tiny": {"d_model": 32, "n_layers": 2, "n_heads": 2},
+    "small": {"d_model": 64, "n_layers": 3, "n_heads": 4},
+    "base": {"d_model": 256, "n_layers": 6, "n_heads": 8},
+    "large": {"d_model": 768, "n_layers": 12, "n_heads": 12},
+}
+
+#: Extra token features besides the bands: valid flag + sin/cos DOY of this and the next date.
+_EXTRA_FEATURES = 5
+
+
+@dataclass
+class SeriesModelConfig:
+    """Architecture of :class:`PixelSeriesTransformer`.
+
+    Attributes:
+        in_bands: Number of bands per token.
+        d_model: Hidden width.
+        n_layers: Transformer blocks.
+        n_heads: Attention heads.
+        mlp_ratio: Width of the block MLP relative to ``d_model``.
+        max_len: Longest series (learned positions); longer inputs use their last ``max_len`` dates.
+        dropout: Dropout in attention/MLP (0 for pretraining on small data).
+        band_names: Names of the bands in order (checked against inputs when given).
+    """
+
+    in_bands: int
+    d_model: int = 64
+    n_layers: int = 3
+    n_heads: int = 4
+    mlp_ratio: float = 4.0
+    max_len: int = 256
+    dropout: float = 0.0
+    band_names: list[str] | None = field(default=None)
+
+    @classmethod
+    def from_size(cls, size: str, in_bands: int, **overrides: Any) -> SeriesModelConfig:
+        """Config for a named size (``tiny``, ``small``, ``base``, ``large``)."""
+        if size not in MODEL_SIZES:
+            raise InputError(f"unknown size {size!r}; choose from {sorted(MODEL_SIZES)}",
+                             parameter="size")
+        return cls(in_bands=in_bands, **{**MODEL_SIZES[size], **overrides})
+
+    def to_json(self) -> str:
+        """JSON text (stored in checkpoint metadata)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SeriesModelConfig:
+        """Inverse of :meth:`to_json`."""
+        return cls(**json.loads(text))
+
+
+def doy_features(doy: torch.Tensor) -> torch.Tensor:
+    """(…,) day of year -> (…, 2) sin/cos on the annual cycle."""
+    angle = 2.0 * math.pi * doy.to(torch.float32) / 365.25
+    return torch.stack((torch.sin(angle), torch.cos(angle)), dim=-1)
+
+
+def next_doy(doy: torch.Tensor, step_days: float | None = None) -> torch.Tensor:
+    """Day of year of the next date for every token; the last token gets ``doy + step``.
+
+    Args:
+        doy: (B, T) day of year.
+        step_days: Gap assumed after the last date (default: median gap of the series).
+    """
+    if doy.shape[-1] < 2:
+        step = torch.full_like(doy[..., :1], 10.0 if step_days is None else step_days)
+    elif step_days is None:
+        gaps = torch.remainder(doy[..., 1:] - doy[..., :-1], 365.25)
+        step = gaps.median(dim=-1, keepdim=True).values
+    else:
+        step = torch.full_like(doy[..., :1], float(step_days))
+    return torch.cat((doy[..., 1:], doy[..., -1:] + step), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention with a per-sample boolean mask (True = may attend)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise InputError(f"d_model {d_model} is not divisible by n_heads {n_heads}",
+                             parameter="n_heads")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D); mask: (B, 1, T, T) bool."""
+        batch, length, width = x.shape
+        q, k, v = self.qkv(x).split(width, dim=-1)
+        shape = (batch, length, self.n_heads, width // self.n_heads)
+        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (GPT-2 layout)."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        hidden = int(d_model * mlp_ratio)
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, hidden)
+        self.fc2 = nn.Linear(hidden, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D)."""
+        x = x + self.drop(self.attn(self.ln1(x), mask))
+        return x + self.drop(self.fc2(F.gelu(self.fc1(self.ln2(x)))))
+
+
+class PixelSeriesTransformer(nn.Module):
+    """Causal pixel time-series transformer (EarthPT recipe).
+
+    Inputs everywhere are RAW band values (``series`` (B, T, C)), day of year ``doy`` (B, T) and a
+    validity mask ``valid`` (B, T); the model applies its stored band scaling itself, so callers
+    never re-guess it.
+
+    Args:
+        config: Architecture.
+        band_center: (C,) value mapped to 0 (default 0).
+        band_half_range: (C,) value mapped to ±1 around the centre (default 1).
+    """
+
+    def __init__(
+        self,
+        config: SeriesModelConfig,
+        band_center: np.ndarray | torch.Tensor | None = None,
+        band_half_range: np.ndarray | torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        c = config.in_bands
+        center = torch.zeros(c) if band_center is None else torch.as_tensor(band_center)
+        half = torch.ones(c) if band_half_range is None else torch.as_tensor(band_half_range)
+        self.register_buffer("band_center", center.to(torch.float32).clone())
+        self.register_buffer("band_half_range", half.to(torch.float32).clone())
+        d = config.d_model
+        self.token_embed = nn.Sequential(
+            nn.Linear(c + _EXTRA_FEATURES, d), nn.GELU(), nn.Linear(d, d)
+        )
+        self.pos_embed = nn.Embedding(config.max_len, d)
+        self.blocks = nn.ModuleList(
+            Block(d, config.n_heads, config.mlp_ratio, config.dropout)
+            for _ in range(config.n_layers)
+        )
+        self.ln_f = nn.LayerNorm(d)
+        self.next_head = nn.Linear(d, c)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    # -- scaling -------------------------------------------------------------------------------
+    def scale(self, series: torch.Tensor) -> torch.Tensor:
+        """Raw bands -> scaled (about [-1, 1]), clipped to [-5, 5]; NaN stays NaN."""
+        return ((series - self.band_center) / self.band_half_range).clamp(-5.0, 5.0)
+
+    def unscale(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Scaled bands -> raw units."""
+        return scaled * self.band_half_range + self.band_center
+
+    def set_scaling(self, series: np.ndarray, valid: np.ndarray) -> None:
+        """Fit the band scaling from valid observations: 1st/99th percentiles map to -1/+1.
+
+        Args:
+            series: (N, T, C) raw values.
+            valid: (N, T) bool.
+        """
+        values = np.asarray(series)[np.asarray(valid, dtype=bool)]
+        values = values[np.isfinite(values).all(axis=1)]
+        if values.shape[0] == 0:
+            raise InputError("no valid observation to fit the band scaling", parameter="series")
+        if values.shape[0] > 200_000:
+            pick = np.random.default_rng(0).choice(values.shape[0], 200_000, replace=False)
+            values = values[pick]
+        low, high = np.percentile(values, [1.0, 99.0], axis=0)
+        half = np.maximum((high - low) / 2.0, 1e-6)
+        self.band_center.copy_(torch.as_tensor((high + low) / 2.0, dtype=torch.float32))
+        self.band_half_range.copy_(torch.as_tensor(half, dtype=torch.float32))
+
+    def scaling_dict(self) -> dict[str, list[float]]:
+        """The stored band scaling as plain lists (for metadata and reports)."""
+        return {
+            "center": [float(v) for v in self.band_center],
+            "half_range": [float(v) for v in self.band_half_range],
+        }
+
+    # -- core ----------------------------------------------------------------------------------
+    def check_inputs(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor) -> None:
+        """Raise InputError for shape or band-count mismatches."""
+        if series.ndim != 3:
+            raise InputError(f"expected (batch, dates, bands), got shape {tuple(series.shape)}",
+                             parameter="series")
+        if series.shape[-1] != self.config.in_bands:
+            raise InputError(
+                f"has {series.shape[-1]} bands but the model was trained on "
+                f"{self.config.in_bands} ({self.config.band_names or 'unnamed'})",
+                parameter="series",
+            )
+        if doy.shape != series.shape[:2] or valid.shape != series.shape[:2]:
+            raise InputError(
+                f"doy {tuple(doy.shape)} and valid {tuple(valid.shape)} must match "
+                f"series {tuple(series.shape[:2])}",
+                parameter="doy",
+            )
+
+    def tokens(
+        self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor,
+        next_day: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token features (B, T, C + 5): scaled bands (0 where invalid), valid, DOY now/next."""
+        valid = valid & torch.isfinite(series).all(dim=-1)
+        scaled = torch.where(valid[..., None], self.scale(torch.nan_to_num(series)), 0.0)
+        if next_day is None:
+            next_day = next_doy(doy.to(torch.float32))
+        return torch.cat(
+            (scaled, valid[..., None].to(scaled.dtype), doy_features(doy), doy_features(next_day)),
+            dim=-1,
+        )
+
+    def forward(
+        self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor,
+        next_day: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states (B, T, D) of the last layer (after the final LayerNorm).
+
+        Args:
+            series: (B, T, C) raw bands (NaN allowed where invalid).
+            doy: (B, T) day of year.
+            valid: (B, T) bool; invalid tokens carry no band values and later tokens ignore them.
+            next_day: (B, T) day of year of the following date (default from ``doy``).
+        """
+        valid = valid.to(torch.bool)
+        self.check_inputs(series, doy, valid)
+        length = series.shape[1]
+        if length > self.config.max_len:
+            raise InputError(
+                f"series has {length} dates, model max_len is {self.config.max_len}",
+                parameter="series",
+            )
+        x = self.token_embed(self.tokens(series, doy, valid, next_day))
+        x = x + self.pos_embed.weight[:length][None]
+        valid = valid & torch.isfinite(series).all(dim=-1)
+        eye = torch.eye(length, dtype=torch.bool, device=x.device)
+        causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=x.device))
+        mask = (causal[None] & (valid[:, None, :] | eye[None]))[:, None]
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)
+
+    def predict_next(
+        self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor,
+        next_day: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scaled prediction (B, T, C) of the bands of the NEXT date at every position."""
+        return self.next_head(self(series, doy, valid, next_day))
+
+    def next_token_loss(
+        self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor, *, delta: float = 1.0
+    ) -> torch.Tensor:
+        """Huber loss of next-token prediction; only valid targets count.
+
+        Returns:
+            Scalar loss (0 with grad if no target is valid).
+        """
+        valid = valid.to(torch.bool) & torch.isfinite(series).all(dim=-1)
+        prediction = self.predict_next(series, doy, valid)[:, :-1]
+        target = self.scale(torch.nan_to_num(series[:, 1:]))
+        weight = valid[:, 1:, None].to(prediction.dtype).expand_as(prediction)
+        loss = F.huber_loss(prediction, target, reduction="none", delta=delta)
+        return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+
+    @torch.no_grad()
+    def embed(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Pixel embedding (B, D): mean of the last layer over valid dates (zeros if none)."""
+        valid = valid.to(torch.bool) & torch.isfinite(series).all(dim=-1)
+        hidden = self(series, doy, valid)
+        weight = valid[..., None].to(hidden.dtype)
+        return (hidden * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+
+    @torch.no_grad()
+    def forecast(
+        self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor, n_steps: int,
+        *, step_days: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forecast ``n_steps`` future dates by feeding predictions back in.
+
+        Args:
+            series: (B, T, C) raw bands.
+            doy: (B, T) day of year.
+            valid: (B, T) bool.
+            n_steps: Number of future dates.
+            step_days: Gap between future dates (default: the median gap of each series).
+
+        Returns:
+            (forecast (B, n_steps, C) raw bands, future day-of-year offsets (B, n_steps) in days
+            after the last input date).
+        """
+        if n_steps < 1:
+            raise InputError(f"must be >= 1, got {n_steps}", parameter="n_steps")
+        doy = doy.to(torch.float32)
+        if step_days is None:
+            if doy.shape[1] >= 2:
+                gaps = torch.remainder(doy[:, 1:] - doy[:, :-1], 365.25)
+                step = gaps.median(dim=1, keepdim=True).values.clamp_min(1.0)
+            else:
+                step = torch.full_like(doy[:, :1], 10.0)
+        else:
+            if step_days <= 0:
+                raise InputError(f"must be > 0, got {step_days}", parameter="step_days")
+            step = torch.full_like(doy[:, :1], float(step_days))
+        valid = valid.to(torch.bool)
+        outputs = []
+        for _ in range(n_steps):
+            window = self.config.max_len
+            s, d, v = series[:, -window:], doy[:, -window:], valid[:, -window:]
+            nxt = torch.cat((d[:, 1:], d[:, -1:] + step), dim=1)
+            scaled = self.predict_next(s, d, v, nxt)[:, -1]
+            raw = self.unscale(scaled)
+            outputs.append(raw)
+            series = torch.cat((series, raw[:, None]), dim=1)
+            doy = torch.cat((doy, torch.remainder(doy[:, -1:] + step - 1.0, 365.25) + 1.0), dim=1)
+            valid = torch.cat((valid, torch.ones_like(valid[:, :1])), dim=1)
+        offsets = step * torch.arange(1, n_steps + 1, dtype=torch.float32)[None]
+        return torch.stack(outputs, dim=1), offsets
+
+
+class SeriesHead(nn.Module):
+    """Small MLP head on per-date features (hidden state and running mean of the prefix)."""
+
+    def __init__(self, in_features: int, out_features: int, hidden: int = 64,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, out_features)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (…, in_features) -> (…, out_features)."""
+        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+
+
+def prefix_features(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Per-date features from the causal prefix: [h_t, mean of h over valid dates <= t].
+
+    Args:
+        hidden: (B, T, D) last-layer states.
+        valid: (B, T) bool.
+
+    Returns:
+        (B, T, 2 D). The running mean at the last date equals :meth:`embed`.
+    """
+    weight = valid[..., None].to(hidden.dtype)
+    running = (hidden * weight).cumsum(1) / weight.cumsum(1).clamp_min(1.0)
+    return torch.cat((hidden, running), dim=-1)
+
+
+class FineTunedSeriesModel(nn.Module):
+    """Backbone + head predicting a class (logits) or a value at every date (Dargana).
+
+    Args:
+        backbone: Pretrained :class:`PixelSeriesTransformer`.
+        out_features: Number of classes (classification) or 1 (regression).
+        task: ``"classification"`` or ``"regression"``.
+        class_names: Names of the classes (classification).
+        hidden: Head width.
+    """
+
+    def __init__(
+        self,
+        backbone: PixelSeriesTransformer,
+        out_features: int,
+        *,
+        task: str = "classification",
+        class_names: list[str] | None = None,
+        hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        if task not in ("classification", "regression"):
+            raise InputError(f"must be classification or regression, got {task!r}",
+                             parameter="task")
+        self.backbone = backbone
+        self.task = task
+        self.class_names = list(class_names or [])
+        self.head = SeriesHead(2 * backbone.config.d_model, out_features, hidden)
+        self.register_buffer("target_mean", torch.zeros(1))
+        self.register_buffer("target_std", torch.ones(1))
+
+    def features(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
+                 ) -> torch.Tensor:
+        """(B, T, 2 D) per-date prefix features."""
+        valid = valid.to(torch.bool) & torch.isfinite(series).all(dim=-1)
+        return prefix_features(self.backbone(series, doy, valid), valid)
+
+    def forward(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
+                ) -> torch.Tensor:
+        """(B, T, K) logits (classification) or standardised values (regression) per date."""
+        return self.head(self.features(series, doy, valid))
+
+    @torch.no_grad()
+    def predict(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
+                ) -> torch.Tensor:
+        """(B, T, K) class probabilities or (B, T) values in target units at every date."""
+        out = self(series, doy, valid)
+        if self.task == "classification":
+            return out.softmax(-1)
+        return out[..., 0] * self.target_std + self.target_mean
+
+
+# -- compute accounting ----------------------------------------------------------------------
+def forward_flops_per_token(config: SeriesModelConfig, length: int) -> float:
+    """Approximate forward FLOPs per token (2 x weights + attention over the causal context)."""
+    d = config.d_model
+    hidden = int(d * config.mlp_ratio)
+    embed = (config.in_bands + _EXTRA_FEATURES) * d + d * d
+    per_block = 3 * d * d + d * d + 2 * d * hidden
+    weights = embed + config.n_layers * per_block + d * config.in_bands
+    attention = config.n_layers * 2 * d * (length + 1) / 2.0  # QK^T and AV, mean causal context
+    return 2.0 * weights + 2.0 * attention
+
+
+@dataclass
+class ComputeAccount:
+    """Tokens and FLOPs spent in one training phase (pretraining or fine-tuning)."""
+
+    phase: str
+    tokens: int = 0
+    flops: float = 0.0
+    pixels: int = 0
+    epochs: int = 0
+    seconds: float = 0.0
+
+    def add(self, tokens: int, flops: float) -> None:
+        """Record ``tokens`` processed for ``flops``."""
+        self.tokens += int(tokens)
+        self.flops += float(flops)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (JSON)."""
+        return asdict(self)
+
+
+# -- save / load -----------------------------------------------------------------------------
+def save_model(model: PixelSeriesTransformer | FineTunedSeriesModel, path: str | Path,
+               *, extra: dict[str, Any] | None = None) -> Path:
+    """Save weights, config, band scaling and ``extra`` metadata to one safetensors file."""
+    from eokit.core.train import save_weights
+
+    backbone = model.backbone if isinstance(model, FineTunedSeriesModel) else model
+    metadata: dict[str, str] = {
+        "eokit_model": "timeseries.finetuned" if isinstance(model, FineTunedSeriesModel)
+        else "timeseries.backbone",
+        "config": backbone.config.to_json(),
+        "band_scaling": json.dumps(backbone.scaling_dict()),
+    }
+    if isinstance(model, FineTunedSeriesModel):
+        metadata["head"] = json.dumps({
+            "task": model.task, "class_names": model.class_names,
+            "out_features": model.head.fc2.out_features, "hidden": model.head.fc1.out_features,
+        })
+    for key, value in (extra or {}).items():
+        metadata[key] = value if isinstance(value, str) else json.dumps(value)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(_plain(model), path, metadata)
+    return path
+
+
+def _plain(model: nn.Module) -> nn.Module:
+    """Model with LoRA merged (so checkpoints load into the plain architecture)."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None and hasattr(backbone, "merge_and_unload"):
+        import copy
+
+        merged = copy.deepcopy(model)
+        merged.backbone = merged.backbone.merge_and_unload()
+        return merged
+    return model
+
+
+def load_model(path: str | Path) -> tuple[PixelSeriesTransformer | FineTunedSeriesModel,
+                                          dict[str, Any]]:
+    """Load a model saved by :func:`save_model`.
+
+    Returns:
+        (model in eval mode, metadata with JSON values decoded).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("model file not found", path=path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except Exception as error:  # noqa: BLE001 - any parse failure is a bad file
+        raise InputError(f"not a safetensors model ({type(error).__name__})", path=path) from None
+    if "config" not in raw or "eokit_model" not in raw:
+        raise InputError("not an eokit timeseries model (no config in metadata)", path=path)
+    from eokit.core.train import load_weights
+
+    config = SeriesModelConfig.from_json(raw["config"])
+    backbone = PixelSeriesTransformer(config)
+    model: PixelSeriesTransformer | FineTunedSeriesModel = backbone
+    if raw["eokit_model"] == "timeseries.finetuned":
+        head = json.loads(raw["head"])
+        model = FineTunedSeriesModel(backbone, head["out_features"], task=head["task"],
+                                     class_names=head["class_names"], hidden=head["hidden"])
+    load_weights(model, path, strict=True)
+    model.eval()
+    metadata: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            metadata[key] = json.loads(value)
+        except (json.JSONDecodeError, TypeError):
+            metadata[key] = value
+    return model, metadata
