@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import re
@@ -257,3 +258,28 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     measured = _render(wide, tmp_path, 800)
     assert measured["scrollWidth"] > measured["innerWidth"]
     assert measured["broken"] == 1
+
+
+def test_overlay_outline_lies_on_the_masked_pixels() -> None:
+    from matplotlib.image import imread
+
+    height, width = 100, 200
+    mask = np.zeros((height, width), dtype=bool)
+    mask[10:40, 120:180] = True
+    report = Report("x")
+    report.image_map(np.zeros((3, height, width)), title="", overlay=mask, overlay_color="#ff0000")
+    (png,) = _embedded_pngs(report.to_html())
+    pixels = imread(io.BytesIO(png))[..., :3]
+    dark = pixels.max(axis=-1) < 0.5  # the black map (with the overlay on it), legend text
+    map_rows = np.flatnonzero(dark.sum(axis=1) > 0.5 * dark.sum(axis=1).max())
+    map_cols = np.flatnonzero(dark.sum(axis=0) > 0.5 * dark.sum(axis=0).max())
+    top, bottom, left, right = map_rows[0], map_rows[-1], map_cols[0], map_cols[-1]
+    scale_y, scale_x = (bottom - top + 1) / height, (right - left + 1) / width
+    on_map = np.zeros(pixels.shape[:2], dtype=bool)
+    on_map[top : bottom + 1, left : right + 1] = True  # not the legend beside it
+    outline = np.argwhere((pixels[..., 0] > 0.6) & (pixels[..., 1] < 0.4) & on_map)
+    assert outline.size
+    rows = (outline[:, 0] - top) / scale_y
+    cols = (outline[:, 1] - left) / scale_x
+    assert 8 <= rows.min() and rows.max() <= 42, (rows.min(), rows.max())
+    assert 118 <= cols.min() and cols.max() <= 182, (cols.min(), cols.max())

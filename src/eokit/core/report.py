@@ -348,7 +348,6 @@ def _figure_png(fig: Figure, dpi: int) -> tuple[bytes, int, int]:
 
 
 def _add_scale_bar(ax: Axes, width_px: int, pixel_size_m: float, *, north_arrow: bool) -> None:
-    from matplotlib import patheffects
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
     length_m = nice_scale_length(0.25 * width_px * pixel_size_m)
@@ -369,18 +368,18 @@ def _add_scale_bar(ax: Axes, width_px: int, pixel_size_m: float, *, north_arrow:
     ax.add_artist(bar)
     if not north_arrow:
         return
-    ax.annotate(
-        "N",
-        xy=(0.05, 0.97),
-        xytext=(0.05, 0.84),
-        xycoords="axes fraction",
+    ax.text(
+        0.035,
+        0.965,
+        "▲\nN",
+        transform=ax.transAxes,
         ha="center",
-        va="center",
-        fontsize=10,
+        va="top",
+        fontsize=9,
         fontweight="bold",
+        linespacing=0.95,
         color="black",
-        arrowprops={"arrowstyle": "-|>", "color": "black", "lw": 1.5},
-        path_effects=[patheffects.withStroke(linewidth=3, foreground="white")],
+        bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
     )
 
 
@@ -536,6 +535,7 @@ class Report:
         classes: Sequence[str] | None = None,
         class_colors: Sequence[Any] | None = None,
         overlay_label: str | None = None,
+        overlay_color: str = "#ff2020",
         north_up: bool = True,
     ) -> None:
         """Add a map: a raster drawn north-up, with colour bar, scale bar and overlay.
@@ -554,6 +554,7 @@ class Report:
             classes: Class names for a categorical (H, W) map of class ids; draws a legend.
             class_colors: One matplotlib colour per class (default: tab10/tab20).
             overlay_label: Legend entry for a boolean overlay.
+            overlay_color: Colour of a boolean overlay (outline, and fill at 25 % opacity).
             north_up: Rows run north to south (true for grids without rotation); draws "N" arrow.
 
         Raises:
@@ -636,7 +637,9 @@ class Report:
             if colorbar_label:
                 colorbar.set_label(str(colorbar_label))
         if overlay is not None:
-            legend_handles += self._draw_overlay(ax, overlay, (height, width), step, extent)
+            legend_handles += self._draw_overlay(
+                ax, overlay, (height, width), step, extent, overlay_color
+            )
             if overlay_label and legend_handles:
                 legend_handles[-1].set_label(str(overlay_label))
         if pixel_size_m is not None:
@@ -673,8 +676,10 @@ class Report:
         shape: tuple[int, int],
         step: int,
         extent: tuple[float, float, float, float],
+        color: str,
     ) -> list[Any]:
         from matplotlib import colormaps
+        from matplotlib.colors import to_rgba
         from matplotlib.patches import Patch
 
         mask = np.asarray(overlay)
@@ -686,25 +691,29 @@ class Report:
         rgba = np.zeros((*mask.shape, 4), dtype=np.float32)
         handles: list[Any] = []
         if mask.dtype == np.bool_:
-            rgba[mask] = (1.0, 0.1, 0.1, 0.35)
+            red, green, blue, _ = to_rgba(color)
+            rgba[mask] = (red, green, blue, 0.25)
             if mask.any() and not mask.all():
+                # Pixel centres in the map's data coordinates (rows grow downwards).
+                columns = (np.arange(mask.shape[1]) + 0.5) * step
+                rows = (np.arange(mask.shape[0]) + 0.5) * step
                 ax.contour(
+                    columns,
+                    rows,
                     mask.astype(np.float32),
                     levels=[0.5],
-                    colors=["#e00000"],
-                    linewidths=0.8,
-                    extent=(extent[0], extent[1], extent[3], extent[2]),
-                    origin="upper",
+                    colors=[color],
+                    linewidths=0.9,
                 )
-            handles.append(Patch(facecolor=(1.0, 0.1, 0.1, 0.5), edgecolor="#e00000", label="mask"))
+            handles.append(Patch(facecolor=(red, green, blue, 0.25), edgecolor=color, label="mask"))
         else:
             labels = mask.astype(np.int64)
             palette = colormaps["tab10"]
             for value in np.unique(labels):
                 if value == 0:
                     continue
-                color = palette(int(value) % 10)
-                rgba[labels == value] = (*color[:3], 0.45)
+                label_rgba = palette(int(value) % 10)
+                rgba[labels == value] = (*label_rgba[:3], 0.45)
         ax.imshow(rgba, extent=extent, interpolation="nearest")
         return handles
 
@@ -844,8 +853,8 @@ class SectionTimer:
         if error is None:
             self.section.status = self.section.status or "ok"
             return False
-        if isinstance(error, KeyboardInterrupt):
-            return False
+        if not isinstance(error, Exception):
+            return False  # KeyboardInterrupt, SystemExit: not a failed section
         self.failed = error
         self.section.status = "failed"
         self.report._current = self.section  # the error belongs to this section
