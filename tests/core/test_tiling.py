@@ -335,3 +335,45 @@ def test_bad_parameters(rng):
         predict_array(lambda x: x, [image], out_channels=1, tile=4, overlap=1, batch_size=0)
     with pytest.raises(InputError, match="arrays"):
         predict_array(lambda x: x, [image, np.zeros((1, 9, 8))], out_channels=1, tile=4, overlap=1)
+
+
+# ------------------------------------------------------------------------------- column bands
+
+
+@pytest.mark.parametrize("band_width", [10, 20, 33])
+def test_column_bands_equal_single_pass(rng, band_width):
+    image = rng.normal(size=(3, 45, 100)).astype(np.float32)
+    model = small_net()
+    banded = predict_array(
+        model, [image], out_channels=4, tile=24, overlap=12, band_width=band_width
+    )
+    single = predict_array(model, [image], out_channels=4, tile=24, overlap=12, band_width=1000)
+    np.testing.assert_allclose(banded, single, atol=1e-5)
+    np.testing.assert_allclose(banded, whole(model, image), atol=1e-5)
+
+
+def test_wide_raster_is_written_in_block_aligned_bands(make_geotiff, tmp_path, rng, monkeypatch):
+    image = rng.normal(size=(1, 24, 1300)).astype(np.float32)
+    source = make_geotiff(image)
+    net = small_net(1, 1)
+    writes = []
+    original = raster_module.RasterWriter.write_window
+
+    def spy(self, data, row_off, col_off):
+        writes.append((row_off, col_off, data.shape[2]))
+        return original(self, data, row_off, col_off)
+
+    monkeypatch.setattr(raster_module.RasterWriter, "write_window", spy)
+    out = predict_raster(
+        net,
+        source,
+        tmp_path / "wide.tif",
+        out_channels=1,
+        tile=64,
+        overlap=16,
+        band_width=500,
+        progress=False,
+        cog=False,
+    )
+    assert sorted({(c, w) for _, c, w in writes}) == [(0, 512), (512, 512), (1024, 276)]
+    np.testing.assert_allclose(read_raster(out).data, whole(net, image), atol=1e-4)

@@ -1,11 +1,13 @@
 """Streaming tiled inference: window planner, prefetching reader, batched model, blended writer.
 
-The loop is ``source -> batches -> model -> blend -> sink``. Windows are processed one window-row
-at a time: a background thread reads the next row-strip (full width, ``tile`` rows) of every input
-while the model runs on the current one; predictions are blended with separable weights into an
-accumulator that is one strip tall, and every output row that no later window touches is
-normalised and handed to the GeoTIFF/COG writer immediately. Memory is therefore bounded by
-``tile``, ``batch_size`` and the scene *width*, never by the scene area.
+The loop is ``source -> batches -> model -> blend -> sink``. The scene is cut into vertical bands
+of at most ``band_width`` columns, and each band is processed one window-row at a time: a
+background thread reads the next row-strip (band wide, ``tile`` rows) of every input while the
+model runs on the current one; predictions are blended with separable weights into an
+accumulator one strip tall, and every output row that no later window touches is normalised and
+handed to the GeoTIFF/COG writer immediately. Memory is therefore bounded by ``tile``,
+``batch_size`` and ``band_width``, never by the scene size. A band runs every window that
+overlaps its columns, so the result is identical to a single full-width pass.
 
 With ``blend="cosine"`` or ``"linear"`` the weights are exactly zero within ``overlap // 4``
 pixels of every window edge that lies inside the scene, so for a translation-equivariant model
@@ -145,11 +147,15 @@ def axis_weights(
 # --------------------------------------------------------------------------------------------
 
 
+Read = tuple[int, int, int, int]  # (row_off, height, col_off, width) of one strip
+
+
 @dataclass
 class _Strip:
     row_off: int
-    arrays: list[np.ndarray]  # one (C, h, W) array per input
-    valid: np.ndarray  # (h, W) bool, valid in every input
+    col_off: int
+    arrays: list[np.ndarray]  # one (C, h, w) array per input
+    valid: np.ndarray  # (h, w) bool, valid in every input
 
 
 class _ArraySource:
@@ -166,12 +172,11 @@ class _ArraySource:
                 valid &= nodata_mask(array, None, check_finite=True)
         self.valid = valid
 
-    def strips(self, rows: Sequence[tuple[int, int]]) -> Iterator[_Strip]:
-        for row_off, h in rows:
+    def strips(self, reads: Sequence[Read]) -> Iterator[_Strip]:
+        for row_off, h, col_off, w in reads:
+            rows, cols = slice(row_off, row_off + h), slice(col_off, col_off + w)
             yield _Strip(
-                row_off,
-                [a[:, row_off : row_off + h] for a in self.arrays],
-                self.valid[row_off : row_off + h],
+                row_off, col_off, [a[:, rows, cols] for a in self.arrays], self.valid[rows, cols]
             )
 
     def close(self) -> None:
@@ -191,7 +196,7 @@ class _FileSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _read_strips(self, rows: Sequence[tuple[int, int]], out: queue.Queue[Any]) -> None:
+    def _read_strips(self, reads: Sequence[Read], out: queue.Queue[Any]) -> None:
         import rasterio
         from rasterio.errors import RasterioError
         from rasterio.windows import Window
@@ -205,12 +210,12 @@ class _FileSource:
                     _band_indexes(self.bands, d.count, p)
                     for d, p in zip(datasets, self.paths, strict=True)
                 ]
-                for row_off, h in rows:
+                for row_off, h, col_off, w in reads:
                     if self._stop.is_set():
                         return
-                    window = Window(0, row_off, self.width, h)
+                    window = Window(col_off, row_off, w, h)
                     arrays = []
-                    valid = np.ones((h, self.width), dtype=bool)
+                    valid = np.ones((h, w), dtype=bool)
                     for dataset, index, path in zip(datasets, indexes, self.paths, strict=True):
                         try:
                             array = dataset.read(index, window=window)
@@ -225,7 +230,7 @@ class _FileSource:
                         if mask is not None:
                             valid &= mask
                         arrays.append(array)
-                    self._put(out, _Strip(row_off, arrays, valid))
+                    self._put(out, _Strip(row_off, col_off, arrays, valid))
             finally:
                 for dataset in datasets:
                     dataset.close()
@@ -242,10 +247,10 @@ class _FileSource:
             except queue.Full:
                 continue
 
-    def strips(self, rows: Sequence[tuple[int, int]]) -> Iterator[_Strip]:
+    def strips(self, reads: Sequence[Read]) -> Iterator[_Strip]:
         out: queue.Queue[Any] = queue.Queue(maxsize=_PREFETCH_STRIPS)
         self._thread = threading.Thread(
-            target=self._read_strips, args=(rows, out), name="eokit-tile-reader", daemon=True
+            target=self._read_strips, args=(reads, out), name="eokit-tile-reader", daemon=True
         )
         self._thread.start()
         while True:
@@ -308,6 +313,7 @@ class _Settings:
     out_dtype: np.dtype
     nodata: float
     progress: bool
+    band_width: int
 
 
 def _run_model(model: Any, tensors: list[torch.Tensor], settings: _Settings) -> np.ndarray:
@@ -326,8 +332,33 @@ def _run_model(model: Any, tensors: list[torch.Tensor], settings: _Settings) -> 
     return np.asarray(output.detach().float().cpu().numpy())
 
 
+@dataclass
+class _Band:
+    """A vertical band of the scene processed top to bottom with its own strip accumulator."""
+
+    out_start: int  # first output column this band writes
+    out_stop: int  # one past the last output column it writes
+    col_starts: list[int]  # global window columns it runs (those touching its output columns)
+    read_start: int  # first column read / accumulated
+    read_stop: int
+
+
+def _plan_bands(width: int, col_starts: list[int], win_w: int, band_width: int) -> list[_Band]:
+    """Split the columns at multiples of ``band_width`` (block-aligned output, bounded memory).
+
+    A band runs every window that overlaps its output columns, so blending is identical to a
+    single full-width pass; windows straddling a cut run twice (once per band).
+    """
+    cuts = list(range(0, width, band_width)) + [width]
+    bands = []
+    for out_start, out_stop in zip(cuts[:-1], cuts[1:], strict=True):
+        cols = [c for c in col_starts if c < out_stop and c + win_w > out_start]
+        bands.append(_Band(out_start, out_stop, cols, cols[0], cols[-1] + win_w))
+    return bands
+
+
 def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
-    """Run the tiled loop; returns the number of valid output pixels."""
+    """Run the tiled loop band by band, strip by strip; returns the count of valid output pixels."""
     import torch
     from tqdm.auto import tqdm
 
@@ -336,10 +367,17 @@ def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
     row_starts = sorted({w[0] for w in windows})
     col_starts = sorted({w[1] for w in windows})
     win_h, win_w = windows[0][2], windows[0][3]
-    rows = [(r, win_h) for r in row_starts]
+    bands = _plan_bands(width, col_starts, win_w, settings.band_width)
+    reads = [
+        (r, win_h, band.read_start, band.read_stop - band.read_start)
+        for band in bands
+        for r in row_starts
+    ]
+    band_of_read = [band for band in bands for _ in row_starts]
+    accumulator_width = max(band.read_stop - band.read_start for band in bands)
     out_channels = settings.out_channels
-    accumulator = np.zeros((out_channels, win_h, width), dtype=np.float32)
-    weight_sum = np.zeros((win_h, width), dtype=np.float32)
+    accumulator = np.zeros((out_channels, win_h, accumulator_width), dtype=np.float32)
+    weight_sum = np.zeros((win_h, accumulator_width), dtype=np.float32)
     col_weights = {
         c: axis_weights(
             win_w,
@@ -357,8 +395,17 @@ def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
     if is_module:
         model.to(device)
         model.eval()
+    total = sum(len(band.col_starts) for band in bands) * len(row_starts)
+    logger.debug(
+        "%d windows (%d distinct) in %d band(s), accumulator %dx%d px",
+        total,
+        len(windows),
+        len(bands),
+        accumulator_width,
+        win_h,
+    )
     progress = tqdm(
-        total=len(windows),
+        total=total,
         unit="tile",
         desc="tiled inference",
         disable=not settings.progress,
@@ -366,8 +413,10 @@ def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
     )
     try:
         with torch.inference_mode():
-            for index, strip in enumerate(source.strips(rows)):
+            for index, strip in enumerate(source.strips(reads)):
+                band = band_of_read[index]
                 row_off = strip.row_off
+                row_index = index % len(row_starts)
                 row_weights = axis_weights(
                     win_h,
                     settings.overlap,
@@ -375,16 +424,17 @@ def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
                     trail_inner=row_off + win_h < height,
                     blend=settings.blend,
                 )
-                todo = [c for c in col_starts if strip.valid[:, c : c + win_w].any()]
-                progress.update(len(col_starts) - len(todo))
+                local = [(c, c - band.read_start) for c in band.col_starts]
+                todo = [(c, x) for c, x in local if strip.valid[:, x : x + win_w].any()]
+                progress.update(len(local) - len(todo))
                 for start in range(0, len(todo), settings.batch_size):
                     batch_cols = todo[start : start + settings.batch_size]
                     per_window = []
-                    for c in batch_cols:
-                        window_arrays = [a[:, :, c : c + win_w] for a in strip.arrays]
+                    for _, x in batch_cols:
+                        window_arrays = [a[:, :, x : x + win_w] for a in strip.arrays]
                         tensors = settings.preprocess(window_arrays)
                         window_invalid = torch.from_numpy(
-                            np.ascontiguousarray(~strip.valid[:, c : c + win_w])
+                            np.ascontiguousarray(~strip.valid[:, x : x + win_w])
                         )
                         # masked_fill, not a product: NaN * 0 is still NaN
                         per_window.append([t.masked_fill(window_invalid, 0) for t in tensors])
@@ -393,22 +443,31 @@ def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
                         for i in range(len(per_window[0]))
                     ]
                     prediction = _run_model(model, batch, settings)
-                    for b, c in enumerate(batch_cols):
+                    for b, (c, x) in enumerate(batch_cols):
                         weight = np.outer(row_weights, col_weights[c])
-                        accumulator[:, :, c : c + win_w] += prediction[b] * weight
-                        weight_sum[:, c : c + win_w] += weight
+                        accumulator[:, :, x : x + win_w] += prediction[b] * weight
+                        weight_sum[:, x : x + win_w] += weight
                     progress.update(len(batch_cols))
-                next_row = row_starts[index + 1] if index + 1 < len(row_starts) else height
+                last_row = row_index + 1 == len(row_starts)
+                next_row = height if last_row else row_starts[row_index + 1]
                 done = next_row - row_off
+                lo = band.out_start - band.read_start
+                hi = band.out_stop - band.read_start
                 valid_pixels += _flush(
-                    accumulator, weight_sum, strip.valid, done, row_off, sink, settings
+                    accumulator[:, :, lo:hi],
+                    weight_sum[:, lo:hi],
+                    strip.valid[:, lo:hi],
+                    done,
+                    (row_off, band.out_start),
+                    sink,
+                    settings,
                 )
-                keep = win_h - done
+                keep = 0 if last_row else win_h - done
                 if keep > 0:
                     accumulator[:, :keep] = accumulator[:, done:win_h]
                     weight_sum[:keep] = weight_sum[done:win_h]
-                accumulator[:, max(keep, 0) :] = 0.0
-                weight_sum[max(keep, 0) :] = 0.0
+                accumulator[:, keep:] = 0.0
+                weight_sum[keep:] = 0.0
     finally:
         progress.close()
         source.close()
@@ -422,7 +481,7 @@ def _flush(
     weight_sum: np.ndarray,
     valid: np.ndarray,
     done: int,
-    row_off: int,
+    offset: tuple[int, int],
     sink: Any,
     settings: _Settings,
 ) -> int:
@@ -439,7 +498,7 @@ def _flush(
     if not ok.all():
         block = block.copy() if not block.flags.writeable else block
         block[:, ~ok] = settings.nodata
-    sink.write_window(block, row_off, 0)
+    sink.write_window(block, *offset)
     return int(ok.sum())
 
 
@@ -455,8 +514,11 @@ def _settings(
     out_dtype: Any,
     nodata: float | None,
     progress: bool,
+    band_width: int,
 ) -> tuple[_Settings, int]:
     _check_tiling(tile, overlap, batch_size)
+    if int(band_width) != band_width or band_width < 1:
+        raise InputError(f"must be a positive integer, got {band_width}", parameter="band_width")
     if int(out_channels) != out_channels or out_channels < 1:
         raise InputError(
             f"must be a positive integer, got {out_channels}", parameter="out_channels"
@@ -488,6 +550,7 @@ def _settings(
         out_dtype=dtype,
         nodata=fill,
         progress=progress,
+        band_width=int(band_width),
     )
     return settings, count
 
@@ -525,6 +588,7 @@ def predict_raster(
     postprocess: Postprocess | None = None,
     nodata: float | None = None,
     compress: str = "deflate",
+    band_width: int = 4096,
 ) -> Path:
     """Run ``model`` over GeoTIFF(s) window by window and stream the blended result to a GeoTIFF.
 
@@ -557,6 +621,9 @@ def predict_raster(
             e.g. ``lambda p: p.argmax(0)[None]`` for a class map; may change the band count.
         nodata: Output nodata (default NaN for floats, the dtype maximum for integers).
         compress: "deflate", "zstd", "lzw" or "none".
+        band_width: Scenes wider than this are processed in vertical bands of this many columns
+            (rounded up to the 512 px output block), so memory does not grow with the scene
+            width either; windows that straddle a band edge run twice (a few % more compute).
 
     Returns:
         The output path.
@@ -567,11 +634,13 @@ def predict_raster(
     """
     import rasterio
 
-    from eokit.core.raster import check_aligned, open_writer, raster_info
+    from eokit.core.raster import BLOCK_SIZE, check_aligned, open_writer, raster_info
 
     paths = [Path(inputs)] if isinstance(inputs, str | Path) else [Path(p) for p in inputs]
     if not paths:
         raise InputError("give at least one input raster", parameter="inputs")
+    if int(band_width) == band_width and band_width > 0:
+        band_width = -(-int(band_width) // BLOCK_SIZE) * BLOCK_SIZE  # whole output blocks
     settings, count = _settings(
         out_channels,
         tile,
@@ -584,6 +653,7 @@ def predict_raster(
         out_dtype,
         nodata,
         progress,
+        band_width,
     )
     infos = [raster_info(p) for p in paths]
     if len(paths) > 1:
@@ -592,7 +662,10 @@ def predict_raster(
     band_count = len(bands) if bands is not None else max(info[1] for info in infos)
     in_bytes = sum(np.dtype(info[2]).itemsize * band_count for info in infos)
     cache = _gdal_cache_bytes(
-        grid.width, settings.tile, in_bytes, count * settings.out_dtype.itemsize
+        min(grid.width, settings.band_width + 2 * settings.tile),
+        settings.tile,
+        in_bytes,
+        count * settings.out_dtype.itemsize,
     )
     writer = open_writer(
         output,
@@ -635,6 +708,7 @@ def predict_array(
     out_dtype: Any = "float32",
     nodata: float | None = None,
     progress: bool = False,
+    band_width: int = 4096,
 ) -> np.ndarray:
     """Tiled inference on in-memory (C, H, W) arrays with the same loop as :func:`predict_raster`.
 
@@ -653,6 +727,7 @@ def predict_array(
         out_dtype: Output dtype.
         nodata: Value for invalid pixels (default NaN for floats, dtype max for integers).
         progress: Show a progress bar.
+        band_width: Column band width (see :func:`predict_raster`).
 
     Returns:
         (out_channels or postprocessed bands, H, W) array.
@@ -677,6 +752,7 @@ def predict_array(
         out_dtype,
         nodata,
         progress,
+        band_width,
     )
     source = _ArraySource(items, None if valid is None else np.asarray(valid, dtype=bool))
     sink = _ArraySink(count, source.height, source.width, settings.out_dtype)
