@@ -324,8 +324,76 @@ def _check_gsd(gsd_m: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def _town_blocks(
+    x_m: np.ndarray,
+    y_m: np.ndarray,
+    town_distance: np.ndarray,
+    *,
+    angle: float,
+    block_m: float,
+    gsd_m: float,
+    salt: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Classes and lot keys of town pixels (1-D arrays of their x/y in metres).
+
+    A street grid rotated by ``angle`` cuts square blocks; a block is a park, an industrial
+    block (one large hall on a bare yard) or residential lots, each with at most one building
+    of random size and setback; building density falls from the centre outwards.
+    """
+    street_m = max(10.0, 1.1 * gsd_m)
+    u = x_m * math.cos(angle) + y_m * math.sin(angle)
+    v = -x_m * math.sin(angle) + y_m * math.cos(angle)
+    block_u = np.floor(u / block_m)
+    block_v = np.floor(v / block_m)
+    in_u = u - block_u * block_m - street_m  # position inside the block, metres
+    in_v = v - block_v * block_m - street_m
+    street = (in_u < 0) | (in_v < 0)
+    usable = block_m - street_m
+    block_kind = _hash_uniform(block_u, block_v, salt=salt)
+    lot_choice = _hash_uniform(block_u, block_v, salt=salt + 1)
+    lot_m = np.maximum(
+        np.where(lot_choice < 0.4, 20.0, np.where(lot_choice < 0.8, 28.0, 36.0)), 3.0 * gsd_m
+    )
+    lot_u = np.floor(np.maximum(in_u, 0) / lot_m)
+    lot_v = np.floor(np.maximum(in_v, 0) / lot_m)
+    pos_u = in_u - lot_u * lot_m
+    pos_v = in_v - lot_v * lot_m
+    trait = [_hash_uniform(block_u, block_v, lot_u, lot_v, salt=salt + k) for k in range(2, 7)]
+    margin = lot_m * (0.08 + 0.10 * trait[0])
+    built_probability = np.clip(0.95 - 0.45 * town_distance, 0.4, 0.95)
+    residential = (
+        (pos_u >= margin)
+        & (pos_u < margin + lot_m * (0.50 + 0.35 * trait[1]))
+        & (pos_v >= margin)
+        & (pos_v < margin + lot_m * (0.50 + 0.35 * trait[2]))
+        & (trait[3] < built_probability)
+    )
+    hall_margin = max(8.0, gsd_m)
+    industrial = (
+        (in_u >= hall_margin)
+        & (in_u < usable - hall_margin)
+        & (in_v >= hall_margin)
+        & (in_v < usable * (0.55 + 0.3 * lot_choice))
+    )
+    park = block_kind < 0.07
+    is_industrial = (block_kind >= 0.07) & (block_kind < 0.19)
+    building = ~street & np.where(is_industrial, industrial, residential & ~park)
+    ground = np.where(trait[4] < 0.6, GRASS, np.where(trait[4] < 0.78, BROADLEAF, BARE))
+    ground = np.where(is_industrial, BARE, ground)
+    ground = np.where(park, np.where(trait[4] < 0.5, BROADLEAF, GRASS), ground)
+    cover = np.where(street, ROAD, np.where(building, BUILDING, ground)).astype(np.uint8)
+    whole_block = is_industrial | park
+    lot_key = (
+        (block_u.astype(np.int64) & 0xFFFF) << 40
+        | (block_v.astype(np.int64) & 0xFFFF) << 24
+        | np.where(whole_block, 0, (lot_u.astype(np.int64) & 0xFFF) << 12)
+        | np.where(whole_block, 0, lot_v.astype(np.int64) & 0xFFF)
+    )
+    return cover, lot_key
+
+
 def _layout(height: int, width: int, gsd_m: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Land cover (H, W) uint8 and raw object keys (H, W) int64 for a seed."""
+    """Land cover (H, W) uint8 and object ids (H, W) int32 (fields, lots, farms, water)."""
     rng = np.random.default_rng([seed, 0])
     h, w = height, width
     extent_y, extent_x = h * gsd_m, w * gsd_m
@@ -355,7 +423,6 @@ def _layout(height: int, width: int, gsd_m: float, seed: int) -> tuple[np.ndarra
     forced = rng.permutation(present)[:3]
     field_class[forced] = np.array([CROP, GRASS, BARE])[: forced.size]
     landcover = field_class[fields].astype(np.uint8)
-    keys = fields.astype(np.int64)
 
     # Rural roads: edges between groups of parcels (farm blocks ~1-1.6 km).
     block_spacing = rng.uniform(900.0, 1600.0)
@@ -380,60 +447,18 @@ def _layout(height: int, width: int, gsd_m: float, seed: int) -> tuple[np.ndarra
     urban = town_distance + 0.25 * _smooth_noise(rng, (h, w), town_radius / 2 / gsd_m, 2) < 1.0
     angle = rng.uniform(0, math.pi / 2)
     block_m = rng.uniform(90.0, 140.0)
-    street_m = max(10.0, 1.1 * gsd_m)
-    u = xs * math.cos(angle) + ys * math.sin(angle)
-    v = -xs * math.sin(angle) + ys * math.cos(angle)
-    block_u = np.floor(u / block_m)
-    block_v = np.floor(v / block_m)
-    in_u = u - block_u * block_m - street_m  # position inside the block, metres
-    in_v = v - block_v * block_m - street_m
-    street = urban & ((in_u < 0) | (in_v < 0))
-    usable = block_m - street_m
     salt = int(rng.integers(0, 2**31))
-    block_kind = _hash_uniform(block_u, block_v, salt=salt)  # < .07 park, < .19 industrial
-    lot_choice = _hash_uniform(block_u, block_v, salt=salt + 1)
-    lot_m = np.maximum(
-        np.where(lot_choice < 0.4, 20.0, np.where(lot_choice < 0.8, 28.0, 36.0)), 3.0 * gsd_m
+    town_rows, town_cols = np.nonzero(urban)
+    town_cover, town_lots = _town_blocks(
+        (town_cols + 0.5) * gsd_m,
+        (town_rows + 0.5) * gsd_m,
+        town_distance[town_rows, town_cols],
+        angle=angle,
+        block_m=block_m,
+        gsd_m=gsd_m,
+        salt=salt,
     )
-    lot_u = np.floor(np.maximum(in_u, 0) / lot_m)
-    lot_v = np.floor(np.maximum(in_v, 0) / lot_m)
-    pos_u = in_u - lot_u * lot_m
-    pos_v = in_v - lot_v * lot_m
-    trait = [_hash_uniform(block_u, block_v, lot_u, lot_v, salt=salt + k) for k in range(2, 7)]
-    margin = lot_m * (0.08 + 0.10 * trait[0])
-    size_u = lot_m * (0.50 + 0.35 * trait[1])
-    size_v = lot_m * (0.50 + 0.35 * trait[2])
-    built_probability = np.clip(0.95 - 0.45 * town_distance, 0.4, 0.95)
-    residential = (
-        (pos_u >= margin)
-        & (pos_u < margin + size_u)
-        & (pos_v >= margin)
-        & (pos_v < margin + size_v)
-        & (trait[3] < built_probability)
-    )
-    hall_margin = np.maximum(8.0, gsd_m)
-    industrial = (
-        (in_u >= hall_margin)
-        & (in_u < usable - hall_margin)
-        & (in_v >= hall_margin)
-        & (in_v < usable * (0.55 + 0.3 * lot_choice))
-    )
-    park = block_kind < 0.07
-    is_industrial = (block_kind >= 0.07) & (block_kind < 0.19)
-    building = urban & ~street & np.where(is_industrial, industrial, residential & ~park)
-    ground = np.where(trait[4] < 0.6, GRASS, np.where(trait[4] < 0.78, BROADLEAF, BARE)).astype(
-        np.uint8
-    )
-    ground = np.where(is_industrial, BARE, ground)
-    ground = np.where(park, np.where(trait[4] < 0.5, BROADLEAF, GRASS), ground).astype(np.uint8)
-    urban_cover = np.where(building, BUILDING, ground).astype(np.uint8)
-    lot_key = (
-        (block_u.astype(np.int64) & 0xFFFF) << 40
-        | (block_v.astype(np.int64) & 0xFFFF) << 24
-        | np.where(is_industrial | park, 0, (lot_u.astype(np.int64) & 0xFFF) << 12)
-        | np.where(is_industrial | park, 0, lot_v.astype(np.int64) & 0xFFF)
-    ) | (1 << 60)
-    del u, v, in_u, in_v, pos_u, pos_v, trait, residential, industrial
+    del town_distance
 
     # Forest: rough-edged patches from fractal noise, conifer vs broadleaf stands.
     forest_field = _smooth_noise(rng, (h, w), 900.0 / gsd_m, octaves=4)
@@ -477,19 +502,22 @@ def _layout(height: int, width: int, gsd_m: float, seed: int) -> tuple[np.ndarra
 
     # Trunk roads: through the town centre, gently curved.
     trunk = np.zeros((h, w), dtype=bool)
-    for _ in range(int(rng.integers(2, 4))):
-        heading = rng.uniform(0, math.pi)
+    n_trunk = int(rng.integers(2, 4))
+    first_heading = rng.uniform(0, math.pi)
+    for k in range(n_trunk):
+        # Spread headings so that roads leave the town in different directions.
+        heading = first_heading + k * math.pi / n_trunk + rng.uniform(-0.2, 0.2)
         road_along = np.array([math.cos(heading), math.sin(heading)])
         road_normal = np.array([-road_along[1], road_along[0]])
         s = np.linspace(-diagonal, diagonal, 200)
-        bend = rng.uniform(30.0, 150.0) * np.sin(2 * np.pi * s / rng.uniform(2000, 5000) + 1.0)
+        bend = rng.uniform(30.0, 150.0) * np.sin(2 * np.pi * s / rng.uniform(2000, 5000))
         origin = np.array([centre_x, centre_y]) + rng.normal(0, 60.0, 2)
         road_xy = origin + s[:, None] * road_along + bend[:, None] * road_normal
         trunk |= _draw_polyline((h, w), road_xy / gsd_m - 0.5, 20.0 / gsd_m)
 
     # Farmsteads: small building clusters next to rural roads.
     farms = np.zeros((h, w), dtype=bool)
-    farm_keys = np.zeros((h, w), dtype=np.int64)
+    farm_ids = np.zeros((h, w), dtype=np.int32)
     candidates = np.flatnonzero(rural_road & ~urban & ~forest & ~water)
     n_farms = int(rng.poisson(extent_x * extent_y / 1e6 * 0.6)) if candidates.size else 0
     for index in range(n_farms):
@@ -501,21 +529,26 @@ def _layout(height: int, width: int, gsd_m: float, seed: int) -> tuple[np.ndarra
             c0 = col + int(round(rng.uniform(-40.0, 40.0) / gsd_m))
             r0, c0 = max(r0, 0), max(c0, 0)
             farms[r0 : r0 + side_v, c0 : c0 + side_u] = True
-            farm_keys[r0 : r0 + side_v, c0 : c0 + side_u] = (2 << 60) | index
+            farm_ids[r0 : r0 + side_v, c0 : c0 + side_u] = index + 1
 
-    # Paint, back to front.
+    # Paint, back to front; object ids: fields, then town lots, farms, river, lake.
+    parcels = fields.astype(np.int32)
     landcover = np.where(forest, forest_class, landcover)
-    landcover = np.where(urban, urban_cover, landcover)
-    keys = np.where(urban, lot_key, keys)
+    landcover[town_rows, town_cols] = town_cover
+    _, lot_index = np.unique(town_lots, return_inverse=True)
+    parcels[town_rows, town_cols] = n_fields + lot_index.astype(np.int32)
+    next_id = n_fields + (int(lot_index.max()) + 1 if lot_index.size else 0)
     landcover[riparian & ((landcover == CROP) | (landcover == BARE))] = GRASS
-    landcover[farms & ~urban] = BUILDING
-    keys = np.where(farms & ~urban, farm_keys, keys)
-    landcover[(rural_road & ~urban) | street] = ROAD
+    farms &= ~urban
+    landcover[farms] = BUILDING
+    parcels[farms] = next_id + farm_ids[farms] - 1
+    next_id += n_farms
+    landcover[rural_road & ~urban] = ROAD
     landcover[water] = WATER
-    keys[river] = 3 << 60
-    keys[lake & ~river] = (3 << 60) | 1
+    parcels[river] = next_id
+    parcels[lake & ~river] = next_id + 1
     landcover[trunk] = ROAD
-    return landcover.astype(np.uint8), keys
+    return landcover.astype(np.uint8), parcels
 
 
 def generate_landcover(
@@ -589,20 +622,24 @@ def _check_landcover(landcover: np.ndarray) -> np.ndarray:
 
 
 def _parcel_index(landcover: np.ndarray, parcels: np.ndarray | None) -> tuple[np.ndarray, int]:
-    """Compact object ids 0..n-1; without ``parcels`` use connected regions of each class."""
+    """Object ids as 0..n-1 indices; without ``parcels`` use connected regions of each class."""
     if parcels is None:
-        combined = np.zeros(landcover.shape, dtype=np.int64)
+        combined = np.zeros(landcover.shape, dtype=np.int32)
         offset = 0
         for class_id in range(NUM_CLASSES):
             labels, count = ndimage.label(landcover == class_id)
-            combined += np.where(labels > 0, labels.astype(np.int64) + offset, 0)
+            combined += np.where(labels > 0, labels + offset, 0).astype(np.int32)
             offset += count
-        parcels = combined
+        return combined - 1, offset
     parcels = np.asarray(parcels)
     if parcels.shape != landcover.shape:
         raise InputError(
             f"shape {parcels.shape} differs from landcover {landcover.shape}", parameter="parcels"
         )
+    if np.issubdtype(parcels.dtype, np.integer):
+        low, high = int(parcels.min()), int(parcels.max())
+        if low >= 0 and high < landcover.size:  # already small ids: use them as they are
+            return parcels.astype(np.int32, copy=False), high + 1
     _, inverse = np.unique(parcels.ravel(), return_inverse=True)
     index = inverse.reshape(landcover.shape).astype(np.int32)
     return index, int(index.max()) + 1
@@ -657,17 +694,21 @@ def render_reflectance(
     fraction = np.where(is_vegetation, np.clip(fraction * (1 + 0.08 * vigour), 0, 1), fraction)
     del vigour
 
-    background = _BACKGROUND.T[:, lc]  # (6, H, W)
-    reflectance = background + fraction[None] * (_GREEN.T[:, lc] - background)
-    del background
-    roofs = lc == BUILDING
-    if roofs.any():
-        reflectance[:, roofs] = _ROOFS[roof[parcel[roofs]]].T
     texture = _smooth_noise(rng, shape, max(30.0 / gsd_m, 1.0), octaves=3)
     factor = 1.0 + _PARCEL_BRIGHTNESS_STD[lc] * brightness[parcel]
     factor *= 1.0 + _TEXTURE_AMPLITUDE[lc] * texture
-    reflectance *= np.clip(factor, 0.5, 1.5)[None]
-    return apply_domain(reflectance.astype(np.float32), domain, seed=seed)
+    np.clip(factor, 0.5, 1.5, out=factor)
+    del texture
+    roofs = lc == BUILDING
+    roof_spectra = _ROOFS[roof[parcel[roofs]]]  # (n_roof_pixels, 6)
+    # Band by band keeps the temporaries at (H, W) for large scenes.
+    reflectance = np.empty((len(BANDS),) + shape, dtype=np.float32)
+    for band in range(len(BANDS)):
+        background = _BACKGROUND[:, band][lc]
+        layer = background + fraction * (_GREEN[:, band][lc] - background)
+        layer[roofs] = roof_spectra[:, band]
+        np.multiply(layer, factor, out=reflectance[band])
+    return _apply_domain_in_place(reflectance, domain, seed=seed)
 
 
 def apply_domain(
@@ -689,30 +730,45 @@ def apply_domain(
     Returns:
         float32 array in [0, 1].
     """
-    x = np.asarray(reflectance, dtype=np.float32)
+    x = np.array(reflectance, dtype=np.float32, copy=True)
     if x.ndim != 3:
         raise InputError(f"expected (C, H, W), got shape {x.shape}", parameter="reflectance")
+    return _apply_domain_in_place(x, domain, seed=seed, keep_shape=keep_shape)
+
+
+def _apply_domain_in_place(
+    x: np.ndarray, domain: SensorDomain, *, seed: int, keep_shape: bool = True
+) -> np.ndarray:
+    """:func:`apply_domain` on a float32 (C, H, W) array it may overwrite."""
     rng = np.random.default_rng([int(seed), 3])
     channels, height, width = x.shape
     if domain.blur_sigma > 0:
-        x = ndimage.gaussian_filter(
-            x, sigma=(0, domain.blur_sigma, domain.blur_sigma), mode="reflect"
-        )
+        for band in range(channels):
+            x[band] = ndimage.gaussian_filter(x[band], sigma=domain.blur_sigma, mode="reflect")
     d = int(domain.downsample)
     if d > 1:
         pad_h, pad_w = (-height) % d, (-width) % d
         if pad_h or pad_w:
             x = np.pad(x, ((0, 0), (0, pad_h), (0, pad_w)), mode="edge")
         x = x.reshape(channels, x.shape[1] // d, d, x.shape[2] // d, d).mean(axis=(2, 4))
+        x = x.astype(np.float32, copy=False)
     if domain.gamma != 1.0:
-        x = np.power(np.maximum(x, 0.0), domain.gamma)
-    if domain.gain != 1.0 or domain.offset != 0.0:
-        x = domain.gain * x + domain.offset
+        np.maximum(x, 0.0, out=x)
+        np.power(x, np.float32(domain.gamma), out=x)
+    if domain.gain != 1.0:
+        x *= np.float32(domain.gain)
+    if domain.offset != 0.0:
+        x += np.float32(domain.offset)
     if domain.noise_std > 0:
-        x = x + rng.normal(0.0, domain.noise_std, x.shape).astype(np.float32)
+        for band in range(channels):
+            noise = rng.standard_normal(x.shape[1:], dtype=np.float32)
+            noise *= np.float32(domain.noise_std)
+            x[band] += noise
     if d > 1 and keep_shape:
         x = np.repeat(np.repeat(x, d, axis=1), d, axis=2)[:, :height, :width]
-    return np.clip(x, 0.0, 1.0).astype(np.float32)
+        x = np.ascontiguousarray(x)
+    np.clip(x, 0.0, 1.0, out=x)
+    return x
 
 
 def ndvi(reflectance: np.ndarray) -> np.ndarray:
@@ -830,10 +886,7 @@ def generate_scene(
     gsd_m = _check_gsd(gsd_m)
     grid = _projected_grid(crs, origin, gsd_m, height, width)
     domain = SensorDomain() if domain is None else domain
-    landcover, keys = _layout(height, width, gsd_m, int(seed))
-    _, inverse = np.unique(keys.ravel(), return_inverse=True)
-    parcels = inverse.reshape(landcover.shape).astype(np.int32)
-    del keys, inverse
+    landcover, parcels = _layout(height, width, gsd_m, int(seed))
     reflectance = render_reflectance(
         landcover, seed=seed, season_doy=season_doy, domain=domain, gsd_m=gsd_m, parcels=parcels
     )
