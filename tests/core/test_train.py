@@ -119,7 +119,7 @@ def import_script(path: Path) -> ModuleType:
     return module
 
 
-def run_script(script: Path, out: Path, mode: str, timeout: int = 240) -> subprocess.CompletedProcess:  # noqa: E501
+def run_script(script: Path, out: Path, mode: str, timeout: int = 400) -> subprocess.CompletedProcess:  # noqa: E501
     env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(script), str(out), mode], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=script.parent)
@@ -177,6 +177,24 @@ def test_parse_trainer_overrides() -> None:
         T.parse_trainer_overrides(["--epochs", "3"])
     with pytest.raises(ConfigError, match="unknown Trainer option"):
         T.make_trainer("unused", not_an_option=1)
+
+
+def test_click_command_collects_trainer_options() -> None:
+    import click
+    from click.testing import CliRunner
+
+    seen: dict[str, object] = {}
+
+    @click.command(context_settings=T.TRAINER_CONTEXT_SETTINGS)
+    @click.option("--out", required=True)
+    @click.pass_context
+    def train_cmd(ctx: click.Context, out: str) -> None:
+        seen.update(T.parse_trainer_overrides(ctx.args), out=out)
+
+    result = CliRunner().invoke(train_cmd, ["--trainer.max_epochs", "2", "--out", "x",
+                                            "--trainer.accelerator=gpu"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"max_epochs": 2, "accelerator": "gpu", "out": "x"}
 
 
 def test_yaml_config_and_instantiate(tmp_path: Path) -> None:
