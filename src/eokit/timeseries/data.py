@@ -508,3 +508,74 @@ def check_labels(labels: np.ndarray, class_names: Sequence[str], *, source: str 
             path=source if isinstance(source, Path) else None,
             parameter=None if isinstance(source, Path) else str(source),
         )
+
+
+class SeriesReader:
+    """A raster series on disk, read window by window (GeoTIFF stack or EOPatch folder).
+
+    Args:
+        path: Folder/CSV of a GeoTIFF stack, or an EOPatch folder.
+        layout: ``auto``, ``geotiff`` or ``eopatch``.
+        **options: Passed to the reader (e.g. EOPatch ``features``, ``valid_mask``).
+
+    Attributes:
+        grid: Grid of the whole raster.
+        dates: (T,) datetime64[s].
+        band_names: Band names.
+    """
+
+    def __init__(self, path: str | Path, *, layout: str = "auto", **options: Any) -> None:
+        self.path = Path(path)
+        self.layout = detect_layout(path) if layout == "auto" else layout
+        if self.layout not in ("geotiff", "eopatch"):
+            raise InputError(f"maps need a GeoTIFF stack or an EOPatch folder, got {self.layout}",
+                             path=self.path)
+        self.options = options
+        probe = self.read((0, 0, 1, 1))
+        assert probe.dates is not None
+        self.dates = probe.dates
+        self.band_names = probe.band_names
+        if self.layout == "geotiff":
+            from eokit.core.raster import raster_info
+
+            files, _ = list_geotiff_stack(path)
+            self.grid = raster_info(files[0])[0]
+        else:
+            feature = list(options.get("features", ("data/NDVI",)))[0]
+            shape = _load_feature(self.path, feature).shape
+            self.grid = _eopatch_grid(self.path, shape[1], shape[2])
+
+    def read(self, window: tuple[int, int, int, int] | None = None) -> SeriesData:
+        """Series of a window (row_off, col_off, height, width); None reads everything."""
+        if self.layout == "geotiff":
+            return read_geotiff_stack(self.path, window=window, **self.options)
+        return read_eopatch(self.path, window=window, **self.options)
+
+
+def parse_label_map(text: str | None) -> dict[str, int] | None:
+    """``"2:1,0:255,*:0"`` -> {"2": 1, "0": 255, "*": 0} (source value -> class id)."""
+    if not text:
+        return None
+    mapping: dict[str, int] = {}
+    for item in text.split(","):
+        if ":" not in item:
+            raise InputError(f"expected SOURCE:CLASS pairs, got {item!r}", parameter="label_map")
+        source, target = item.split(":", 1)
+        try:
+            mapping[source.strip()] = int(target)
+        except ValueError:
+            raise InputError(f"class id must be an integer in {item!r}",
+                             parameter="label_map") from None
+    return mapping
+
+
+def apply_label_map(values: Any, mapping: dict[str, int] | None) -> Any:
+    """Map label values with :func:`parse_label_map`'s dict (``*`` = every other value)."""
+    values = np.asarray(values)
+    if mapping is None:
+        return values.astype(np.int64)
+    out = np.full(values.shape, mapping.get("*", 255), dtype=np.int64)
+    for source, target in mapping.items():
+        if source != "*":
+            out[values == int(float(source))] = target
+    return out

@@ -1,0 +1,266 @@
+"""``eokit timeseries``: simulate, pretrain, finetune, predict and forecast pixel time series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+_LAYOUT = click.Choice(["auto", "geotiff", "eopatch", "presto"])
+_TRAINER_HELP = "Extra Lightning options as --trainer.KEY VALUE (e.g. --trainer.accelerator gpu)."
+
+
+def _reader_options(features: str | None, valid_mask: str | None,
+                    invalid_mask: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if features:
+        options["features"] = [f.strip() for f in features.split(",") if f.strip()]
+    if valid_mask is not None:
+        options["valid_mask"] = None if valid_mask.lower() == "none" else valid_mask
+    if invalid_mask:
+        options["invalid_mask"] = invalid_mask
+    return options
+
+
+def _eopatch_options(func: Any) -> Any:
+    func = click.option("--invalid-mask", default=None,
+                        help="EOPatch mask that is True where invalid (e.g. mask/CLM).")(func)
+    func = click.option("--valid-mask", default=None,
+                        help="EOPatch mask True where valid (default mask/IS_VALID; 'none').")(func)
+    func = click.option("--features", default=None,
+                        help="EOPatch time-series features, comma separated (default data/NDVI).")(
+        func)
+    return click.option("--layout", type=_LAYOUT, default="auto", show_default=True,
+                        help="Input layout.")(func)
+
+
+def _read(path: Path, layout: str, options: dict[str, Any]) -> Any:
+    from eokit.timeseries.data import detect_layout, read_series
+
+    kind = detect_layout(path) if layout == "auto" else layout
+    return read_series(path, layout=kind, **(options if kind == "eopatch" else {}))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def timeseries() -> None:
+    """Pixel time-series foundation model (EarthPT recipe) and cheap canopy fine-tuning."""
+
+
+@timeseries.command()
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--size", default=64, show_default=True, help="Scene size in pixels.")
+@click.option("--years", default=3, show_default=True, help="Years of observations.")
+@click.option("--seed", default=0, show_default=True)
+def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
+    """Write a simulated GeoTIFF stack with canopy truth to OUT_DIR."""
+    from eokit.core.synth.pixel_series import generate_pixel_series, write_pixel_series
+
+    scene = generate_pixel_series(size, seed=seed, years=years)
+    paths = write_pixel_series(scene, out_dir)
+    click.echo(f"{len(scene.dates)} dates, {size}x{size} px, {len(scene.events)} events -> "
+               f"{paths['stack']} (truth: canopy_last.tif, events.json)")
+
+
+@timeseries.command(context_settings={"ignore_unknown_options": True,
+                                      "allow_extra_args": True})
+@click.argument("input_path", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@_eopatch_options
+@click.option("--size", "model_size", default="small", show_default=True,
+              help="Model size: tiny, small, base, large.")
+@click.option("--epochs", default=5, show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--lr", default=2e-3, show_default=True)
+@click.option("--max-pixels", type=int, default=None, help="Random subset of pixels.")
+@click.option("--seed", default=0, show_default=True)
+@click.pass_context
+def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
+             features: str | None, valid_mask: str | None, invalid_mask: str | None,
+             model_size: str, epochs: int, batch_size: int, lr: float, max_pixels: int | None,
+             seed: int) -> None:
+    """Pretrain a backbone by next-token prediction on INPUT_PATH's unlabelled series.
+
+    Writes OUT/backbone.safetensors (weights, config, band scaling, compute account).
+    """
+    from eokit.core.train import parse_trainer_overrides
+    from eokit.timeseries.model import save_model
+    from eokit.timeseries.task import pretrain as run_pretrain
+
+    overrides = parse_trainer_overrides(ctx.args)
+    data = _read(input_path, layout, _reader_options(features, valid_mask, invalid_mask))
+    backbone, account = run_pretrain(data, out_dir, size=model_size, epochs=epochs,
+                                     batch_size=batch_size, lr=lr, max_pixels=max_pixels,
+                                     seed=seed, trainer_overrides=overrides)
+    path = save_model(backbone, out_dir / "backbone.safetensors",
+                      extra={"compute": {"pretraining": account.as_dict()},
+                             "source": str(input_path), "seed": str(seed)})
+    click.echo(f"pretraining: {account.pixels} pixels, {account.tokens:,} tokens, "
+               f"{account.flops:.3g} FLOPs, {account.seconds:.0f} s -> {path}")
+
+
+@timeseries.command(context_settings={"ignore_unknown_options": True,
+                                      "allow_extra_args": True})
+@click.argument("input_path", type=click.Path(path_type=Path))
+@click.option("--backbone", "backbone_path", type=click.Path(path_type=Path), required=True)
+@click.option("--labels", default=None,
+              help="Label GeoTIFF (class ids, 255 = unlabelled); EOPatch: a timeless feature "
+                   "such as mask_timeless/LULC; Presto: omit (target.npy).")
+@click.option("--classes", default="none,forest", show_default=True,
+              help="Class names, comma separated, in class-id order.")
+@click.option("--label-map", default=None, help="Remap label values, e.g. '2:1,0:255,*:0'.")
+@click.option("--task", type=click.Choice(["classification", "regression"]),
+              default="classification", show_default=True)
+@click.option("--label-fraction", default=0.03, show_default=True,
+              help="Fraction of labelled pixels used for training (random, seeded).")
+@click.option("--mode", type=click.Choice(["head", "lora"]), default="head", show_default=True)
+@click.option("--epochs", default=60, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@_eopatch_options
+@click.option("--seed", default=0, show_default=True)
+@click.pass_context
+def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: str | None,
+             classes: str, label_map: str | None, task: str, label_fraction: float, mode: str,
+             epochs: int, out_dir: Path, layout: str, features: str | None,
+             valid_mask: str | None, invalid_mask: str | None, seed: int) -> None:
+    """Fine-tune a pretrained backbone on a few labelled pixels (frozen backbone + MLP head).
+
+    Writes OUT/model.safetensors with the compute account of pretraining and fine-tuning.
+    """
+    import numpy as np
+
+    from eokit.core.errors import InputError
+    from eokit.core.train import parse_trainer_overrides
+    from eokit.timeseries.data import (
+        apply_label_map,
+        check_labels,
+        parse_label_map,
+        read_label_raster,
+    )
+    from eokit.timeseries.model import PixelSeriesTransformer, load_model, save_model
+    from eokit.timeseries.task import compute_summary
+    from eokit.timeseries.task import finetune as run_finetune
+
+    overrides = parse_trainer_overrides(ctx.args)
+    if not 0 < label_fraction <= 1:
+        raise InputError(f"must be in (0, 1], got {label_fraction}", parameter="label_fraction")
+    backbone, meta = load_model(backbone_path)
+    if not isinstance(backbone, PixelSeriesTransformer):
+        raise InputError("is a fine-tuned model, give the pretrained backbone",
+                         path=backbone_path)
+    options = _reader_options(features, valid_mask, invalid_mask)
+    if labels and layout in ("auto", "eopatch") and not Path(labels).suffix:
+        options["labels"] = labels
+    data = _read(input_path, layout, options)
+    class_names = [c.strip() for c in classes.split(",") if c.strip()]
+    mapping = parse_label_map(label_map)
+    if task == "regression":
+        if data.targets is None:
+            raise InputError("no regression targets in the input", parameter="labels")
+        targets = data.targets.astype(np.float32)
+        pool = np.nonzero(np.isfinite(targets) & data.has_observation)[0]
+        if "is_test" in data.extra:
+            pool = pool[np.asarray(data.extra["is_test"])[pool] == 0]
+    else:
+        if labels and Path(labels).suffix.lower() in (".tif", ".tiff"):
+            if data.grid is None:
+                raise InputError("label rasters need a raster input", parameter="labels")
+            raw = read_label_raster(labels, data.grid, [str(i) for i in range(256)])
+        elif data.targets is not None:
+            raw = np.asarray(data.targets)
+            if raw.ndim == 2:
+                raw = raw[:, -1]
+        else:
+            raise InputError("give --labels", parameter="labels")
+        targets = apply_label_map(raw, mapping)
+        check_labels(targets, class_names, source=str(labels or "labels"))
+        pool = np.nonzero((targets != 255) & data.has_observation)[0]
+    if pool.size == 0:
+        raise InputError("no labelled pixel with a valid observation", parameter="labels")
+    rng = np.random.default_rng(seed)
+    n_train = max(1, int(round(label_fraction * len(data))))
+    chosen = np.sort(rng.choice(pool, min(n_train, pool.size), replace=False))
+    subset = data.subset(chosen)
+    model, account = run_finetune(
+        backbone, subset, targets[chosen], out_dir, task=task,
+        class_names=class_names if task == "classification" else None, mode=mode,
+        epochs=epochs, seed=seed, trainer_overrides=overrides)
+    pre = (meta.get("compute") or {}).get("pretraining")
+    summary = compute_summary(pre, account)
+    path = save_model(model, out_dir / "model.safetensors",
+                      extra={"compute": summary, "labelled_pixels": str(len(chosen)),
+                             "backbone": str(backbone_path)})
+    ratio = summary.get("flops_ratio")
+    click.echo(f"fine-tuning ({mode}): {len(chosen)} labelled pixels "
+               f"({100 * len(chosen) / len(data):.2f} % of {len(data)}), {account.tokens:,} "
+               f"tokens, {account.flops:.3g} FLOPs"
+               + (f" = {100 * ratio:.2f} % of pretraining" if ratio is not None else "")
+               + f" -> {path}")
+
+
+@timeseries.command()
+@click.argument("input_path", type=click.Path(path_type=Path))
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--dates", default=None,
+              help="Dates to map: comma-separated ISO dates, 'all' or 'last' (default 4 dates).")
+@click.option("--multiband", is_flag=True, help="One COG with dates x classes bands.")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Label GeoTIFF (class ids) for ROC/PR curves against the latest mapped date.")
+@click.option("--label-map", default=None, help="Remap label values, e.g. '2:1,*:0'.")
+@click.option("--forest-classes", default=None,
+              help="Classes counted as forest for the change maps (default: forest-like names).")
+@click.option("--rows-per-block", default=64, show_default=True)
+@_eopatch_options
+def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None,
+            multiband: bool, labels: Path | None, label_map: str | None,
+            forest_classes: str | None, rows_per_block: int, layout: str,
+            features: str | None, valid_mask: str | None, invalid_mask: str | None) -> None:
+    """Map class probabilities at several dates, first/last forest dates, and write a report."""
+    from eokit.core.errors import InputError
+    from eokit.timeseries.data import SeriesReader, parse_label_map
+    from eokit.timeseries.model import FineTunedSeriesModel, load_model
+    from eokit.timeseries.predict import predict_report, write_maps
+
+    model, meta = load_model(model_path)
+    if not isinstance(model, FineTunedSeriesModel):
+        raise InputError("is a backbone; predict needs a fine-tuned model", path=model_path)
+    reader = SeriesReader(input_path, layout=layout,
+                          **_reader_options(features, valid_mask, invalid_mask))
+    forest = [c.strip() for c in forest_classes.split(",")] if forest_classes else None
+    result = write_maps(model, reader, out_dir, dates=dates, multiband=multiband,
+                        forest_classes=forest, rows_per_block=rows_per_block,
+                        keep_preview=reader.grid.width * reader.grid.height <= 4_000_000)
+    report = predict_report(model, meta, reader, result, labels=labels,
+                            label_map=parse_label_map(label_map),
+                            command="eokit timeseries predict")
+    path = report.write(Path(out_dir) / "report.html")
+    if result.unobserved_pixels:
+        click.echo(f"{result.unobserved_pixels} pixels have no valid observation (nodata)")
+    for name, file in result.files.items():
+        click.echo(f"{name}: {file}")
+    click.echo(f"report: {path}")
+
+
+@timeseries.command()
+@click.argument("input_path", type=click.Path(path_type=Path))
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
+              help="Backbone or fine-tuned model (its backbone forecasts).")
+@click.option("--steps", default=6, show_default=True, help="Future dates to forecast.")
+@click.option("--step-days", type=float, default=None,
+              help="Days between future dates (default: median revisit).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@_eopatch_options
+def forecast(input_path: Path, model_path: Path, steps: int, step_days: float | None,
+             out_dir: Path, layout: str, features: str | None, valid_mask: str | None,
+             invalid_mask: str | None) -> None:
+    """Forecast future observations of every pixel (COG per future date, CSV, plot)."""
+    from eokit.timeseries.model import FineTunedSeriesModel, load_model
+    from eokit.timeseries.predict import write_forecast
+
+    model, _ = load_model(model_path)
+    backbone = model.backbone if isinstance(model, FineTunedSeriesModel) else model
+    data = _read(input_path, layout, _reader_options(features, valid_mask, invalid_mask))
+    files = write_forecast(backbone, data, out_dir, steps, step_days=step_days)
+    for name, file in files.items():
+        click.echo(f"{name}: {file}")

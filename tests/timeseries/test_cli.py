@@ -1,0 +1,92 @@
+"""End-to-end CLI: simulate -> pretrain -> finetune -> predict -> forecast, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from eokit.cli import main
+
+
+def _run(argv, capsys):
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.slow
+def test_cli_pipeline(tmp_path, capsys):
+    sim = tmp_path / "sim"
+    code, out, err = _run(["timeseries", "simulate", str(sim), "--size", "16", "--years", "1",
+                           "--seed", "2"], capsys)
+    assert code == 0, err
+    run = tmp_path / "run"
+    code, out, err = _run(["timeseries", "pretrain", str(sim / "stack"), "--out", str(run),
+                           "--size", "tiny", "--epochs", "1", "--batch-size", "64",
+                           "--trainer.enable_progress_bar", "false"], capsys)
+    assert code == 0, err
+    assert "pretraining:" in out and (run / "backbone.safetensors").is_file()
+    code, out, err = _run(["timeseries", "finetune", str(sim / "stack"), "--backbone",
+                           str(run / "backbone.safetensors"), "--labels",
+                           str(sim / "canopy_last.tif"), "--classes", "none,conifer,broadleaf",
+                           "--label-fraction", "0.1", "--epochs", "2", "--out", str(run / "ft"),
+                           "--trainer.enable_progress_bar", "false"], capsys)
+    assert code == 0, err
+    assert "% of pretraining" in out
+    from eokit.timeseries.model import load_model
+
+    model, meta = load_model(run / "ft" / "model.safetensors")
+    assert meta["compute"]["flops_ratio"] > 0
+    assert meta["compute"]["pretraining"]["tokens"] > meta["compute"]["finetuning"]["tokens"]
+    maps = tmp_path / "maps"
+    code, out, err = _run(["timeseries", "predict", str(sim / "stack"), "--model",
+                           str(run / "ft" / "model.safetensors"), "--out", str(maps),
+                           "--dates", "2019-06-30,2019-12-31", "--labels",
+                           str(sim / "canopy_last.tif"), "--rows-per-block", "5"], capsys)
+    assert code == 0, err
+    dates = json.loads((sim / "events.json").read_text())["dates"]
+    june = max(d for d in dates if d <= "2019-06-30")
+    with rasterio.open(maps / f"probability_{june}.tif") as src:
+        probs = src.read()
+        assert src.count == 3 and src.crs.to_epsg() == 32633
+        assert src.descriptions == ("none", "conifer", "broadleaf")
+        assert src.nodata == -1
+    ok = probs[0] >= 0
+    assert np.allclose(probs[:, ok].sum(0), 1.0, atol=1e-4)
+    assert (maps / "becomes_forest.tif").is_file() and (maps / "stops_forest.tif").is_file()
+    html = (maps / "report.html").read_text()
+    assert "ROC" in html and "Forecast" in html
+    fc = tmp_path / "fc"
+    code, out, err = _run(["timeseries", "forecast", str(sim / "stack"), "--model",
+                           str(run / "backbone.safetensors"), "--steps", "2", "--out", str(fc)],
+                          capsys)
+    assert code == 0, err
+    assert len(list(fc.glob("forecast_*.tif"))) == 2 and (fc / "forecast_pixels.csv").is_file()
+
+    # One-line errors: band count, labels outside the classes, dates not increasing.
+    bad = tmp_path / "bad_stack"
+    bad.mkdir()
+    with rasterio.open(sim / "stack" / f"S2_{dates[0]}.tif") as src:
+        profile = src.profile
+        data = src.read()
+    profile.update(count=2)
+    for d in dates[:3]:
+        with rasterio.open(bad / f"x_{d}.tif", "w", **profile) as dst:
+            dst.write(data[:2])
+    code, out, err = _run(["timeseries", "predict", str(bad), "--model",
+                           str(run / "ft" / "model.safetensors"), "--out", str(tmp_path / "m2")],
+                          capsys)
+    assert code == 2 and "2 bands but the model expects 6" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "m2" / f"probability_{dates[0]}.tif").exists()
+    code, out, err = _run(["timeseries", "finetune", str(sim / "stack"), "--backbone",
+                           str(run / "backbone.safetensors"), "--labels",
+                           str(sim / "landcover.tif"), "--classes", "none,forest",
+                           "--out", str(tmp_path / "ft2")], capsys)
+    assert code == 2 and "outside the 2 classes" in err and len(err.splitlines()) == 1

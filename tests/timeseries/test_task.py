@@ -1,0 +1,126 @@
+"""Pretraining, head-only/LoRA fine-tuning, compute accounting, inference and change dating."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eokit.core.errors import InputError
+from eokit.timeseries.data import SeriesData
+from eokit.timeseries.task import (
+    compute_summary,
+    embed_series,
+    finetune,
+    forecast_series,
+    forest_change_dates,
+    predict_series,
+    pretrain,
+)
+
+
+def _data(n: int = 48, t: int = 16, c: int = 3, seed: int = 0) -> SeriesData:
+    rng = np.random.default_rng(seed)
+    dates = np.datetime64("2020-01-01") + np.cumsum(rng.integers(5, 20, size=t)).astype(
+        "timedelta64[D]")
+    doy = ((dates - dates.astype("datetime64[Y]")).astype(int) + 1).astype(np.float32)
+    labels = rng.integers(0, 2, size=n)
+    season = np.sin(2 * np.pi * doy / 365.0)
+    series = (0.2 + 0.3 * labels[:, None, None] * season[None, :, None]
+              + rng.normal(0, 0.02, size=(n, t, c))).astype(np.float32)
+    valid = rng.uniform(size=(n, t)) > 0.25
+    valid[-1] = False  # one pixel never observed
+    return SeriesData(series=series, valid=valid, doy=doy[None], band_names=["a", "b", "c"],
+                      dates=dates.astype("datetime64[s]"), targets=labels)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    data = _data()
+    out = tmp_path_factory.mktemp("pre")
+    backbone, account = pretrain(data, out, size="tiny", epochs=2, batch_size=16, progress=False,
+                                 config_overrides={"max_len": 32})
+    return data, backbone, account
+
+
+def test_pretraining_counts_tokens_and_stores_scaling(pretrained):
+    data, backbone, account = pretrained
+    assert account.tokens > 0 and account.flops > 3 * account.tokens
+    # Pixels with < 2 valid dates are skipped; some are held out for validation.
+    assert account.tokens == 2 * account.pixels * data.n_dates
+    assert not torch.equal(backbone.band_half_range, torch.ones(3))
+    assert backbone.config.band_names == ["a", "b", "c"]
+
+
+def test_head_only_finetuning_leaves_backbone_bit_identical(pretrained, tmp_path):
+    data, backbone, account = pretrained
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    labelled = data.subset(np.arange(12))
+    model, fine = finetune(backbone, labelled, labelled.targets, tmp_path, class_names=["x", "y"],
+                           epochs=3, batch_size=4, progress=False)
+    after = model.backbone.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    head_changed = any(p.abs().sum() > 0 for p in model.head.parameters())
+    assert head_changed
+    summary = compute_summary(account, fine)
+    assert 0 < summary["flops_ratio"] < 1
+    assert summary["finetuning"]["pixels"] == 12
+    probs = predict_series(model, data)
+    assert probs.shape == (len(data), data.n_dates, 2)
+    assert np.isnan(probs[-1]).all()  # never-observed pixel: masked, not a number
+    assert np.allclose(probs[:-1].sum(-1), 1.0, atol=1e-5)
+
+
+def test_lora_finetuning_trains_adapters_only(pretrained, tmp_path):
+    data, backbone, _ = pretrained
+    import copy
+
+    base = copy.deepcopy(backbone)
+    labelled = data.subset(np.arange(12))
+    model, account = finetune(base, labelled, labelled.targets, tmp_path, class_names=["x", "y"],
+                              mode="lora", epochs=1, batch_size=4, progress=False)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n or n.startswith("head.") for n in names)
+    assert account.phase == "finetuning (lora)" and account.flops > 0
+
+
+def test_finetune_rejects_bad_labels_and_bands(pretrained, tmp_path):
+    data, backbone, _ = pretrained
+    labelled = data.subset(np.arange(6))
+    with pytest.raises(InputError, match=r"label values \[5\]"):
+        finetune(backbone, labelled, np.array([0, 1, 5, 0, 1, 0]), tmp_path,
+                 class_names=["x", "y"], epochs=1, progress=False)
+    wrong = SeriesData(series=np.zeros((6, 16, 2), np.float32), valid=np.ones((6, 16), bool),
+                       doy=np.arange(16, dtype=np.float32)[None], band_names=["a", "b"])
+    with pytest.raises(InputError, match="2 bands"):
+        finetune(backbone, wrong, np.zeros(6, int), tmp_path, class_names=["x", "y"],
+                 epochs=1, progress=False)
+    with pytest.raises(InputError, match="2 bands but the model expects 3"):
+        embed_series(backbone, wrong)
+
+
+def test_forecast_and_embed_series(pretrained):
+    data, backbone, _ = pretrained
+    values, future = forecast_series(backbone, data, 3)
+    assert values.shape == (len(data), 3, 3)
+    assert np.isnan(values[-1]).all() and np.isfinite(values[:-1]).all()
+    assert future is not None and len(future) == 3
+    assert (future > data.dates[-1].astype("datetime64[D]")).all()
+    assert (np.diff(future).astype(int) > 0).all()
+    emb = embed_series(backbone, data)
+    assert emb.shape == (len(data), backbone.config.d_model)
+    assert np.isnan(emb[-1]).all() and np.isfinite(emb[:-1]).all()
+
+
+def test_forest_change_dates():
+    valid = np.ones((4, 10), bool)
+    prob = np.zeros((4, 10), np.float32)
+    prob[0, 4:] = 0.9          # becomes forest at 4
+    prob[1, :6] = 0.9          # stops being forest at 6
+    prob[2, 3] = 0.9           # a one-date blip: no change
+    prob[3, 5:] = 0.9
+    valid[3, 5] = False        # the first forest date is cloudy: dated at the next valid one
+    becomes, stops = forest_change_dates(prob, valid, persistence=2)
+    assert becomes.tolist() == [4, -1, -1, 6]
+    assert stops.tolist() == [-1, 6, -1, -1]
