@@ -47,6 +47,9 @@ def test_same_seed_is_bit_identical_and_other_seed_differs():
     assert (a.landcover != c.landcover).mean() > 0.2
     assert not np.array_equal(a.reflectance, c.reflectance)
     assert np.array_equal(sc.generate_landcover(96, seed=7), a.landcover)
+    landcover, parcels = sc.generate_layout(96, seed=7)
+    assert np.array_equal(landcover, a.landcover) and np.array_equal(parcels, a.parcels)
+    assert parcels.dtype == np.int32 and parcels.min() >= 0
 
 
 def test_shapes_dtypes_and_grid(scene256):

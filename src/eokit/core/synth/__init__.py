@@ -20,6 +20,7 @@ _SCENE_NAMES = frozenset(
         "SensorDomain",
         "apply_domain",
         "generate_landcover",
+        "generate_layout",
         "generate_scene",
         "green_fraction",
         "ndvi",

@@ -47,6 +47,7 @@ __all__ = [
     "SensorDomain",
     "apply_domain",
     "generate_landcover",
+    "generate_layout",
     "generate_scene",
     "green_fraction",
     "ndvi",
@@ -567,6 +568,24 @@ def generate_landcover(
     """
     height, width = _parse_size(size)
     return _layout(height, width, _check_gsd(gsd_m), int(seed))[0]
+
+
+def generate_layout(
+    size: int | tuple[int, int], *, seed: int, gsd_m: float = 10.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Land cover plus object ids (the parcels the renderers vary per object).
+
+    Args:
+        size: Side length in pixels, or (height, width); at least 16.
+        seed: Random seed (same as :func:`generate_landcover`).
+        gsd_m: Pixel size in metres.
+
+    Returns:
+        ((H, W) uint8 land cover, (H, W) int32 object ids 0..n-1: field parcels / forest stands,
+        town lots, farmsteads, river, lake).
+    """
+    height, width = _parse_size(size)
+    return _layout(height, width, _check_gsd(gsd_m), int(seed))
 
 
 # --------------------------------------------------------------------------------------------
