@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
+import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -16,23 +20,29 @@ from eokit.core.raster import read_raster
 TINY = demo.DemoSettings(scene_size=96, samples_per_class=50, tile=64, overlap=16)
 
 
-@pytest.mark.slow
-def test_demo_quick_writes_report_and_georeferenced_outputs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(demo, "CAPABILITIES", ())  # core only: capabilities test their own section
-    out = tmp_path / "demo-out"
-    result = CliRunner().invoke(demo.demo_command, ["--quick", "-o", str(out), "--seed", "3"])
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``eokit demo --quick`` run once (core only: capabilities test their own sections)."""
+    out = tmp_path_factory.mktemp("demo") / "demo-out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo, "CAPABILITIES", ())
+        result = CliRunner().invoke(demo.demo_command, ["--quick", "-o", str(out), "--seed", "3"])
     assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_report_and_georeferenced_outputs(quick_demo: tuple[Path, str]) -> None:
+    out, output = quick_demo
     report = out / "report.html"
-    assert f"Report:  {report}" in result.output
+    assert f"Report:  {report}" in output
     document = report.read_text(encoding="utf-8")
     for heading in ("Simulated scene", "Tiled inference round trip", "Run summary", "Provenance"):
         assert heading in document
     assert 'class="badge failed"' not in document
     assert len(re.findall(r'src="data:image/png;base64,', document)) >= 5
     tifs = sorted(out.rglob("*.tif"))
-    assert tifs and all(str(path) in result.output for path in tifs)
+    assert tifs and all(str(path) in output for path in tifs)
     assert not list(out.rglob(".*partial*"))
     prediction = out / "core" / "tiling" / "landcover_probability.tif"
     assert prediction in tifs
@@ -98,3 +108,48 @@ def test_failing_capability_is_reported_and_sets_exit_code(
     assert cli.exit_code == 1
     assert "FAILED fakebad: ValueError" in cli.output
     assert (tmp_path / "again" / "report.html").exists()
+
+
+CHROMIUM = shutil.which("chromium")
+CHECK_SCRIPT = """<script>
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  document.title = "RESULT" + JSON.stringify({
+    images: images.length,
+    broken: images.filter(function (i) { return !i.complete || i.naturalWidth === 0; }).length,
+    overflow: document.documentElement.scrollWidth > window.innerWidth
+  });
+});
+</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="headless chromium not installed")
+def test_demo_report_opens_in_chromium(quick_demo: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = quick_demo
+    page = tmp_path / "checked.html"
+    document = (out / "report.html").read_text(encoding="utf-8")
+    page.write_text(document.replace("</body>", CHECK_SCRIPT + "</body>"), encoding="utf-8")
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,900",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    match = re.search(r"<title>RESULT(.*?)</title>", result.stdout)
+    assert match, result.stderr[-2000:]
+    measured = json.loads(html.unescape(match.group(1)))
+    expected = len(re.findall(r'<img src="data:image/png;base64,', document))
+    assert measured == {"images": expected, "broken": 0, "overflow": False}
