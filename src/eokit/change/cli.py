@@ -1,0 +1,391 @@
+"""``eokit change``: fit, adapt, predict and evaluate CANet change models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+logger = logging.getLogger(__name__)
+
+
+def _command_line() -> str:
+    return "eokit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a change YAML config; InputError naming the file when it is unusable."""
+    import yaml
+
+    from eokit.core.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("config file not found", path=path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise InputError(f"not valid YAML ({str(error).splitlines()[0]})", path=path) from None
+    if not isinstance(config, dict):
+        raise InputError("config must be a mapping", path=path)
+    if not config.get("datasets"):
+        raise InputError("config needs a non-empty 'datasets' list", path=path)
+    return config
+
+
+def build_datasets(
+    entries: list[dict[str, Any]],
+    *,
+    domains: list[str],
+    stage: str,
+    crop: int | None,
+    in_channels: int,
+    seed: int,
+    label_fraction: float = 1.0,
+) -> list[Any]:
+    """Per-dataset ``ChangeDataset`` objects for ``stage`` (``train``, ``val`` or ``test``)."""
+    from eokit.change.data import ChangeDataset, find_pairs, simulated_pairs
+    from eokit.core.errors import InputError
+
+    out = []
+    for entry in entries:
+        name = entry.get("name")
+        if not name:
+            raise InputError("every dataset needs a 'name'", parameter="datasets")
+        domain = domains.index(name)
+        if entry.get("source") == "sim":
+            count = int(entry.get(f"{stage}_count", entry.get("count", 16)))
+            offset = {"train": 0, "val": 1, "test": 2}[stage]
+            pairs: list[Any] = simulated_pairs(
+                entry.get("sim_domain", name), count=count, size=int(entry.get("size", 64)),
+                seed=seed * 10 + offset,
+            )
+        else:
+            root = entry.get("root")
+            if root is None:
+                raise InputError(f"dataset {name!r} needs 'root' or 'source: sim'",
+                                 parameter="datasets")
+            split = entry.get(stage, stage)
+            if split is None:
+                continue
+            pairs = find_pairs(root, split, entry.get("layout", "auto"))
+        if stage == "train" and label_fraction < 1.0:
+            import numpy as np
+
+            keep = max(1, int(round(len(pairs) * label_fraction)))
+            order = np.random.default_rng(seed).permutation(len(pairs))[:keep]
+            pairs = [pairs[i] for i in sorted(order)]
+        dataset = ChangeDataset(
+            pairs,
+            domain=domain,
+            crop=crop if stage == "train" else None,
+            augment=stage == "train",
+            label_mode=entry.get("label_mode", "auto"),
+            bands=in_channels,
+            seed=seed,
+        )
+        dataset.check_labels()
+        out.append(dataset)
+    return out
+
+
+def _loaders(train: list[Any], val: list[Any], *, batch_size: int, seed: int) -> tuple[Any, Any]:
+    from torch.utils.data import ConcatDataset, DataLoader
+
+    from eokit.change.data import DomainGroupedBatchSampler, collate_pairs
+
+    sampler = DomainGroupedBatchSampler([len(d) for d in train], batch_size, seed=seed,
+                                        balance=True)
+    train_loader = DataLoader(ConcatDataset(train), batch_sampler=sampler,
+                              collate_fn=collate_pairs)
+    val_loaders = [DataLoader(d, batch_size=1, collate_fn=collate_pairs) for d in val]
+    return train_loader, val_loaders or None
+
+
+def _trainer(out_dir: Path, config: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    import lightning
+
+    settings: dict[str, Any] = {
+        "max_epochs": 10,
+        "accelerator": "cpu",
+        "devices": 1,
+        "log_every_n_steps": 5,
+        **config.get("trainer", {}),
+        **overrides,
+    }
+    # Our batch sampler shards by rank itself; Lightning must not wrap it.
+    settings["use_distributed_sampler"] = False
+    settings.setdefault("default_root_dir", str(out_dir))
+    settings.setdefault("enable_checkpointing", True)
+    callbacks = [
+        lightning.pytorch.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints",
+                                                    save_last=True)
+    ]
+    return lightning.Trainer(callbacks=callbacks, **settings)
+
+
+def _parse_overrides(args: tuple[str, ...]) -> dict[str, Any]:
+    import yaml
+
+    from eokit.core.errors import InputError
+
+    out: dict[str, Any] = {}
+    items = list(args)
+    while items:
+        key = items.pop(0)
+        if not key.startswith("--trainer."):
+            raise InputError(f"unknown option {key!r} (only --trainer.<name> VALUE)",
+                             parameter=key)
+        name = key[len("--trainer."):]
+        if "=" in name:
+            name, value = name.split("=", 1)
+        elif items:
+            value = items.pop(0)
+        else:
+            raise InputError("needs a value", parameter=key)
+        out[name] = yaml.safe_load(value)
+    return out
+
+
+def _run_training(
+    config: dict[str, Any],
+    out_dir: Path,
+    overrides: dict[str, Any],
+    *,
+    model: Any,
+    mode: str,
+    domain: str | None,
+    label_fraction: float = 1.0,
+) -> tuple[Any, dict[str, Any]]:
+    import lightning
+
+    from eokit.change.lit import ChangeTask
+
+    seed = int(config.get("seed", 0))
+    lightning.seed_everything(seed, verbose=False)
+    train_cfg = config.get("train", {})
+    entries = config["datasets"]
+    common = {"domains": model.domains, "in_channels": model.in_channels, "seed": seed}
+    if mode == "adapt" and domain not in model.domains:
+        model.add_domain(domain)
+        common["domains"] = model.domains
+    crop = train_cfg.get("crop")
+    train = build_datasets(entries, stage="train", crop=crop, label_fraction=label_fraction,
+                           **common)
+    val = build_datasets(entries, stage="val", crop=None, **common)
+    task = ChangeTask(
+        model,
+        mode=mode,
+        adapt_domain=domain,
+        lr=float(train_cfg.get("lr", 2e-3)),
+        weight_decay=float(train_cfg.get("weight_decay", 1e-4)),
+        dice_weight=float(train_cfg.get("dice_weight", 0.5)),
+    )
+    train_loader, val_loaders = _loaders(train, val, batch_size=int(train_cfg.get("batch_size", 8)),
+                                         seed=seed)
+    trainer = _trainer(out_dir, config, overrides)
+    ckpt = out_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(task, train_loader, val_loaders,
+                ckpt_path=str(ckpt) if config.get("resume") and ckpt.exists() else None)
+    return task, task.val_metrics
+
+
+@click.group()
+def change() -> None:
+    """Change detection across datasets: CANet with per-dataset BN, adapters and ICM."""
+
+
+@change.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
+              help="YAML config (see configs/change/).")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: config out_dir).")
+@click.argument("trainer_args", nargs=-1, type=click.UNPROCESSED)
+def fit(config_path: Path, out_dir: Path | None, trainer_args: tuple[str, ...]) -> None:
+    """Joint training on every dataset of the config; writes model.safetensors."""
+    from eokit.change.model import build_canet
+    from eokit.change.task import save_model
+
+    config = load_config(config_path)
+    overrides = _parse_overrides(trainer_args)
+    out = Path(out_dir or config.get("out_dir", "runs/change"))
+    out.mkdir(parents=True, exist_ok=True)
+    domains = [d["name"] for d in config["datasets"]]
+    model = build_canet(domains, **config.get("model", {}))
+    _, metrics = _run_training(config, out, overrides, model=model, mode="joint", domain=None)
+    path = save_model(model, out / "model.safetensors")
+    _write_json(out / "val_metrics.json", metrics)
+    click.echo(f"model: {path}")
+    for name, values in metrics.items():
+        click.echo(f"{name}: F1 {values['f1']:.3f}  IoU {values['iou']:.3f}  "
+                   f"kappa {values['kappa']:.3f}")
+
+
+@change.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
+              help="YAML config whose 'datasets' holds the one new dataset.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Shared model (model.safetensors); default: config 'checkpoint'.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None)
+@click.option("--label-fraction", type=float, default=1.0, show_default=True,
+              help="Use this share of the training pairs (limited-label experiments).")
+@click.argument("trainer_args", nargs=-1, type=click.UNPROCESSED)
+def adapt(
+    config_path: Path,
+    checkpoint: Path | None,
+    out_dir: Path | None,
+    label_fraction: float,
+    trainer_args: tuple[str, ...],
+) -> None:
+    """Add a new dataset to a trained model; train only its adapters, ICM, BN and head."""
+    from eokit.change.task import load_model, save_domain_adapter
+    from eokit.core.errors import InputError
+
+    config = load_config(config_path)
+    if len(config["datasets"]) != 1:
+        raise InputError("adapt needs exactly one dataset in 'datasets'", path=config_path)
+    if not 0.0 < label_fraction <= 1.0:
+        raise InputError(f"must be in (0, 1], got {label_fraction}", parameter="label_fraction")
+    checkpoint = checkpoint or config.get("checkpoint")
+    if checkpoint is None:
+        raise InputError("give --checkpoint (the shared model)", parameter="checkpoint")
+    overrides = _parse_overrides(trainer_args)
+    out = Path(out_dir or config.get("out_dir", "runs/change_adapt"))
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(checkpoint)
+    name = config["datasets"][0]["name"]
+    task, metrics = _run_training(config, out, overrides, model=model, mode="adapt", domain=name,
+                                  label_fraction=label_fraction)
+    report = task.adapt_report
+    click.echo(
+        f"trainable parameters for {name}: {report['trainable']:,} of {report['total']:,} "
+        f"({report['percent']:.2f} %)"
+    )
+    path = save_domain_adapter(model, name, out / f"adapter_{name}.safetensors")
+    _write_json(out / "adapt.json", {"domain": name, "trainable": report,
+                                     "val_metrics": metrics, "checkpoint": str(checkpoint)})
+    click.echo(f"adapter: {path} ({path.stat().st_size / 1024:.1f} KiB)")
+    for values in metrics.values():
+        click.echo(f"{name}: F1 {values['f1']:.3f}  IoU {values['iou']:.3f}  "
+                   f"kappa {values['kappa']:.3f}")
+
+
+def _load(checkpoint: Path, adapters: tuple[Path, ...]) -> Any:
+    from eokit.change.task import load_domain_adapter, load_model
+
+    model = load_model(checkpoint)
+    for adapter_path in adapters:
+        load_domain_adapter(model, adapter_path)
+    return model
+
+
+@change.command()
+@click.argument("image_a", type=click.Path(path_type=Path))
+@click.argument("image_b", type=click.Path(path_type=Path))
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="Shared model (model.safetensors).")
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path),
+              help="Adapter file(s) from 'eokit change adapt'.")
+@click.option("--domain", required=True, help="Dataset whose adapters/BN/head to use.")
+@click.option("--label", type=click.Path(path_type=Path), default=None,
+              help="Optional reference label (adds metrics).")
+@click.option("--label-mode", default="auto", show_default=True,
+              type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--threshold", type=float, default=0.5, show_default=True)
+@click.option("--tile", type=int, default=512, show_default=True)
+@click.option("--overlap", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True)
+def predict(
+    image_a: Path,
+    image_b: Path,
+    checkpoint: Path,
+    adapters: tuple[Path, ...],
+    domain: str,
+    label: Path | None,
+    label_mode: str,
+    out_dir: Path,
+    threshold: float,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+) -> None:
+    """Change probability + binary change COGs (georeferenced like A) and an HTML report."""
+    from eokit.change.predict import predict_pair
+
+    model = _load(checkpoint, adapters)
+    model.domain_index(domain)  # unknown --domain fails before any work
+    result = predict_pair(
+        model, image_a, image_b, out_dir, domain=domain, label=label, label_mode=label_mode,
+        threshold=threshold, tile=tile, overlap=overlap, batch_size=batch_size,
+        command=_command_line(),
+    )
+    click.echo(f"probability: {result['probability']}")
+    click.echo(f"binary: {result['binary']}")
+    if result["metrics"]:
+        m = result["metrics"]
+        click.echo(f"F1 {m['f1']:.3f}  IoU {m['iou']:.3f}  kappa {m['kappa']:.3f}")
+    click.echo(f"report: {result['report']}")
+
+
+@change.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path))
+@click.option("--domain", required=True)
+@click.option("--split", default="test", show_default=True,
+              help="List/split name (LEVIR list/<split>.txt or <split>/ folder).")
+@click.option("--layout", default="auto", show_default=True,
+              type=click.Choice(["auto", "levir", "split", "whu"]))
+@click.option("--label-mode", default="auto", show_default=True,
+              type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]))
+@click.option("--threshold", type=float, default=0.5, show_default=True)
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+def evaluate(
+    dataset: Path,
+    checkpoint: Path,
+    adapters: tuple[Path, ...],
+    domain: str,
+    split: str,
+    layout: str,
+    label_mode: str,
+    threshold: float,
+    out_dir: Path,
+) -> None:
+    """Global change metrics of a model on a dataset folder (metrics.json + report.html)."""
+    from eokit.change.data import ChangeDataset, find_pairs
+    from eokit.change.task import evaluate as evaluate_model
+    from eokit.core.report import Report
+
+    model = _load(checkpoint, adapters)
+    model.domain_index(domain)
+    pairs = find_pairs(dataset, split if layout != "whu" else None, layout)
+    data = ChangeDataset(pairs, label_mode=label_mode, bands=model.in_channels)
+    data.check_labels()
+    metrics = evaluate_model(model, data, domain=domain, batch_size=1, threshold=threshold)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"dataset": str(dataset), "split": split, "pairs": len(pairs), "domain": domain,
+              **metrics}
+    _write_json(out_dir / "metrics.json", record)
+    report = Report("Change detection evaluation", command=_command_line())
+    report.section("Metrics", f"{len(pairs)} pairs of `{dataset}` (split {split}), dataset "
+                   f"**{domain}**; global confusion matrix over all labelled pixels.")
+    report.table([record])
+    report.provenance(extra={"checkpoint": str(checkpoint), "threshold": threshold})
+    report.write(out_dir / "report.html")
+    click.echo(f"{domain} on {dataset} ({split}, {len(pairs)} pairs): F1 {metrics['f1']:.3f}  "
+               f"IoU {metrics['iou']:.3f}  kappa {metrics['kappa']:.3f}")
+    click.echo(f"report: {out_dir / 'report.html'}")
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    from eokit.core.metrics import jsonable
+    from eokit.core.raster import atomic_write
+
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(json.dumps(jsonable(payload), indent=2) + "\n")

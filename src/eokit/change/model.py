@@ -1,0 +1,588 @@
+"""Change-detection networks: a siamese timm U-Net, a plain siamese U-Net, and the CANet wrapper.
+
+``CANet`` turns any bitemporal change model ``base(image_a, image_b) -> logits (B, 1, H, W)`` into
+a multi-dataset model with dataset-shared weights and, per dataset:
+
+* one set of batch-norm statistics and affine parameters (every BN becomes ``DomainBatchNorm``);
+* a bottleneck adapter at each adapted block (by default every decoder scale), whose residual
+  contribution is multiplied by that dataset's *interesting change region mask* (ICM), a spatial
+  gate in [0, 1] predicted from the block's (fused bitemporal) features;
+* its own prediction head; the change probability is the head's probability times the ICM of
+  the finest adapted scale, so the ICM can suppress change types the dataset does not label.
+
+See docs/change.md for the design and the ablations that support it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eokit.core.adapters import BottleneckAdapter, DomainBatchNorm, convert_to_domain_bn
+from eokit.core.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BACKBONES",
+    "CANet",
+    "DomainAdapterBlock",
+    "DomainHead",
+    "InterestingChangeMask",
+    "SiameseTimmUNet",
+    "SiameseUNet",
+    "build_canet",
+]
+
+#: Short backbone names -> (timm model name, extra timm kwargs). Any other timm name is used as is.
+BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
+    "resnet18-tiny": (
+        "resnet18",
+        {"channels": (16, 32, 64, 128), "stem_type": "deep", "stem_width": 8},
+    ),
+    "resnet18-small": ("resnet18", {"channels": (32, 64, 128, 256)}),
+    "resnet18": ("resnet18", {}),
+    "resnet50": ("resnet50", {}),
+    "efficientnet_b0": ("efficientnet_b0", {}),
+}
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Fusion(nn.Module):
+    """Bitemporal fusion of one scale: 1x1 conv over [a, b, |a - b|] -> BN -> ReLU."""
+
+    def __init__(self, channels: int, out_channels: int | None = None) -> None:
+        super().__init__()
+        self.block = _conv_bn_relu(3 * channels, out_channels or channels, kernel=1)
+
+    def forward(self, feature_a: torch.Tensor, feature_b: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) x2 -> (B, C_out, h, w)."""
+        return self.block(torch.cat([feature_a, feature_b, (feature_a - feature_b).abs()], dim=1))
+
+
+class DecoderBlock(nn.Module):
+    """U-Net decoder step: upsample to the skip, concatenate, two 3x3 conv-BN-ReLU."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn_relu(in_channels + skip_channels, out_channels)
+        self.conv2 = _conv_bn_relu(out_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Decode ``x`` (coarser) with ``skip`` (finer)."""
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv2(self.conv1(torch.cat([x, skip], dim=1)))
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    height, width = x.shape[-2:]
+    pad_h = (-height) % multiple
+    pad_w = (-width) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x, (height, width)
+
+
+class SiameseTimmUNet(nn.Module):
+    """Siamese timm encoder (shared weights) + per-scale fusion + U-Net decoder + 1x1 head.
+
+    Args:
+        in_channels: Bands per date (any number).
+        backbone: Key of ``BACKBONES`` or any timm model name supporting ``features_only``.
+        decoder_channels: Output channels of the decoder blocks, coarse to fine; one block per
+            encoder scale except the deepest, plus a last one at full resolution whose skip is a
+            fusion of the raw images (keeps small objects that strided encoders blur away).
+        input_channels: Channels of the full-resolution fusion of the raw images.
+        pretrained: Load timm weights (needs them cached; off by default, no network in tests).
+        backbone_kwargs: Extra keyword arguments for ``timm.create_model``.
+
+    Shapes:
+        ``forward(image_a (B, C, H, W), image_b (B, C, H, W)) -> change logits (B, 1, H, W)``.
+    """
+
+    #: Names of the modules CANet adapts by default (the decoder scales) and the head.
+    adapter_points: tuple[str, ...]
+    head_name = "head"
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        backbone: str = "resnet18-tiny",
+        decoder_channels: Sequence[int] = (64, 32, 24, 16, 16),
+        *,
+        input_channels: int = 16,
+        pretrained: bool = False,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        if in_channels < 1:
+            raise InputError(f"must be >= 1, got {in_channels}", parameter="in_channels")
+        name, preset = BACKBONES.get(backbone, (backbone, {}))
+        kwargs = {**preset, **(backbone_kwargs or {})}
+        try:
+            self.encoder = timm.create_model(
+                name, pretrained=pretrained, features_only=True, in_chans=in_channels, **kwargs
+            )
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise InputError(
+                f"cannot build timm backbone {name!r}: {error}", parameter="backbone"
+            ) from None
+        self.in_channels = in_channels
+        self.backbone = backbone
+        channels = list(self.encoder.feature_info.channels())
+        self.reduction = max(self.encoder.feature_info.reduction())
+        self.fusions = nn.ModuleList(Fusion(c) for c in channels)
+        self.input_fusion = nn.Sequential(
+            _conv_bn_relu(3 * in_channels, input_channels), _conv_bn_relu(input_channels,
+                                                                          input_channels)
+        )
+        decoder_channels = list(decoder_channels)
+        if len(decoder_channels) != len(channels):
+            raise InputError(
+                f"needs {len(channels)} values for this backbone, got {len(decoder_channels)}",
+                parameter="decoder_channels",
+            )
+        blocks = []
+        previous = channels[-1]
+        skips = [input_channels, *channels[:-1]]
+        for skip, out in zip(reversed(skips), decoder_channels, strict=True):
+            blocks.append(DecoderBlock(previous, skip, out))
+            previous = out
+        self.decoder = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(previous, 1, kernel_size=1)
+        self.adapter_points = tuple(f"decoder.{i}" for i in range(len(blocks)))
+
+    def forward(self, image_a: torch.Tensor, image_b: torch.Tensor) -> torch.Tensor:
+        """Change logits (B, 1, H, W) for two co-registered dates."""
+        a, size = _pad_to_multiple(image_a, self.reduction)
+        b, _ = _pad_to_multiple(image_b, self.reduction)
+        features = self.encoder(torch.cat([a, b], dim=0))
+        fused = [self.input_fusion(torch.cat([a, b, (a - b).abs()], dim=1))]
+        fused += [
+            fusion(*f.chunk(2, dim=0)) for fusion, f in zip(self.fusions, features, strict=True)
+        ]
+        x = fused[-1]
+        for block, skip in zip(self.decoder, reversed(fused[:-1]), strict=True):
+            x = block(x, skip)
+        return self.head(x)[..., : size[0], : size[1]]  # type: ignore[no-any-return]
+
+
+class SiameseUNet(nn.Module):
+    """Plain siamese U-Net (FC-Siam-diff style): shared conv encoder, skips are |f_a - f_b|.
+
+    A second, timm-free architecture that shows CANet wrapping another change model.
+
+    Args:
+        in_channels: Bands per date.
+        widths: Encoder widths per level (the decoder mirrors them).
+    """
+
+    head_name = "head"
+
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64)) -> None:
+        super().__init__()
+        widths = list(widths)
+        self.in_channels = in_channels
+        self.encoder = nn.ModuleList()
+        previous = in_channels
+        for width in widths:
+            self.encoder.append(
+                nn.Sequential(_conv_bn_relu(previous, width), _conv_bn_relu(width, width))
+            )
+            previous = width
+        blocks = []
+        for level in range(len(widths) - 2, -1, -1):
+            blocks.append(DecoderBlock(widths[level + 1], widths[level], widths[level]))
+        self.decoder = nn.ModuleList(blocks)
+        self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
+        self.reduction = 2 ** (len(widths) - 1)
+        self.adapter_points = tuple(f"decoder.{i}" for i in range(len(self.decoder)))
+
+    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for level, block in enumerate(self.encoder):
+            if level:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            features.append(x)
+        return features
+
+    def forward(self, image_a: torch.Tensor, image_b: torch.Tensor) -> torch.Tensor:
+        """Change logits (B, 1, H, W)."""
+        a, size = _pad_to_multiple(image_a, self.reduction)
+        b, _ = _pad_to_multiple(image_b, self.reduction)
+        features = self._encode(torch.cat([a, b], dim=0))
+        diffs = [(f_a - f_b).abs() for f_a, f_b in (f.chunk(2, dim=0) for f in features)]
+        x = diffs[-1]
+        for block, skip in zip(self.decoder, reversed(diffs[:-1]), strict=True):
+            x = block(x, skip)
+        return self.head(x)[..., : size[0], : size[1]]
+
+
+class InterestingChangeMask(nn.Module):
+    """ICM: a spatial gate in [0, 1] (returned as a logit) predicted from a block's features.
+
+    Initialised open (bias +3, sigmoid ~ 0.95) so a fresh domain starts as "every change counts".
+    """
+
+    def __init__(self, channels: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or max(4, channels // 4)
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+        )
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.constant_(self.net[2].bias, 3.0)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> gate logits (B, 1, h, w)."""
+        return self.net(features)
+
+
+class DomainAdapterBlock(nn.Module):
+    """Wrap a block: output + ICM_d(output) * (adapter_d(output) - output) for the active domain d.
+
+    Args:
+        inner: The wrapped block (any module returning (B, C, h, w)).
+        channels: C.
+        num_domains: Number of datasets.
+        reduction: Bottleneck reduction of the adapter.
+        use_icm: Gate the adapter with an interesting-change-region mask.
+    """
+
+    def __init__(
+        self, inner: nn.Module, channels: int, num_domains: int, *, reduction: int, use_icm: bool
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.channels = channels
+        self.reduction = reduction
+        self.use_icm = use_icm
+        self.adapters = nn.ModuleList(
+            BottleneckAdapter(channels, reduction=reduction) for _ in range(num_domains)
+        )
+        self.icms = nn.ModuleList(
+            InterestingChangeMask(channels) for _ in range(num_domains if use_icm else 0)
+        )
+        self.domain = 0
+        self.last_icm_logits: torch.Tensor | None = None
+
+    def add_domain(self, source: int) -> None:
+        """Append a domain initialised as a copy of domain ``source``."""
+        self.adapters.append(copy.deepcopy(self.adapters[source]))
+        if self.use_icm:
+            self.icms.append(copy.deepcopy(self.icms[source]))
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Run the wrapped block, then the active domain's gated adapter."""
+        out = self.inner(*args, **kwargs)
+        delta = self.adapters[self.domain](out) - out  # BottleneckAdapter is residual
+        if self.use_icm:
+            logits = self.icms[self.domain](out)
+            self.last_icm_logits = logits
+            delta = torch.sigmoid(logits) * delta
+        return out + delta
+
+
+class DomainHead(nn.Module):
+    """One copy of the base model's head per domain."""
+
+    def __init__(self, head: nn.Module, num_domains: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(copy.deepcopy(head) for _ in range(num_domains))
+        self.domain = 0
+
+    def add_domain(self, source: int) -> None:
+        """Append a head initialised as a copy of domain ``source``'s head."""
+        self.heads.append(copy.deepcopy(self.heads[source]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the active domain's head."""
+        return self.heads[self.domain](x)
+
+
+def _log1mexp(log_p: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(log_p)) for log_p < 0, numerically stable."""
+    log_p = log_p.clamp(max=-1e-7)
+    return torch.where(
+        log_p > -0.6931, torch.log(-torch.expm1(log_p)), torch.log1p(-torch.exp(log_p))
+    )
+
+
+class CANet(nn.Module):
+    """Change adapter network: wrap a change model with per-dataset BN, adapters, ICM and heads.
+
+    Args:
+        base: Any module ``base(image_a, image_b) -> logits (B, 1, H, W)`` with attribute
+            ``in_channels`` (and optionally ``adapter_points`` / ``head_name``). It is modified in
+            place (BNs converted, blocks wrapped).
+        domains: Dataset names, in domain-index order.
+        adapter_points: Names of the blocks to adapt (default ``base.adapter_points``).
+        head: Name of the head module (default ``base.head_name`` or ``"head"``).
+        adapter_reduction: Bottleneck reduction of the adapters.
+        use_icm: Use the interesting change region mask (False = plain adapters).
+        domain_bn: One BN per dataset (False = shared BN).
+        base_config: Constructor arguments of ``base`` (recorded in checkpoints).
+
+    Shapes:
+        ``forward(image_a, image_b, domain=None) -> change logits (B, 1, H, W)``; ``domain`` (name
+        or index) switches the active dataset first.
+    """
+
+    def __init__(
+        self,
+        base: nn.Module,
+        domains: Sequence[str],
+        *,
+        adapter_points: Sequence[str] | None = None,
+        head: str | None = None,
+        adapter_reduction: int = 4,
+        use_icm: bool = True,
+        domain_bn: bool = True,
+        base_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        domains = list(domains)
+        if not domains or len(set(domains)) != len(domains):
+            raise InputError(f"need unique dataset names, got {domains}", parameter="domains")
+        self.domains = domains
+        self.use_icm = use_icm
+        self.domain_bn = domain_bn
+        self.adapter_reduction = adapter_reduction
+        self.base_config = dict(base_config or {})
+        self.base_class = f"{type(base).__module__}.{type(base).__qualname__}"
+        in_channels = getattr(base, "in_channels", None)
+        if in_channels is None:
+            raise InputError("the base model needs an 'in_channels' attribute", parameter="base")
+        self.in_channels = int(in_channels)
+        points = list(adapter_points or getattr(base, "adapter_points", ()))
+        if not points:
+            raise InputError("name at least one block to adapt", parameter="adapter_points")
+        head_name = head or getattr(base, "head_name", "head")
+        channels = self._probe_channels(base, points)
+        if domain_bn:
+            convert_to_domain_bn(base, len(domains))
+        for name in points:
+            block = DomainAdapterBlock(
+                base.get_submodule(name),
+                channels[name],
+                len(domains),
+                reduction=adapter_reduction,
+                use_icm=use_icm,
+            )
+            base.set_submodule(name, block)
+        base.set_submodule(head_name, DomainHead(base.get_submodule(head_name), len(domains)))
+        self.base = base
+        self.adapter_points = points
+        self.head_name = head_name
+        self._domain = 0
+
+    @staticmethod
+    def _probe_channels(base: nn.Module, points: Sequence[str]) -> dict[str, int]:
+        """Find each block's output channels with one tiny forward pass."""
+        channels: dict[str, int] = {}
+        hooks = []
+        for name in points:
+            try:
+                module = base.get_submodule(name)
+            except AttributeError:
+                raise InputError(
+                    f"base model has no block {name!r}", parameter="adapter_points"
+                ) from None
+
+            def hook(_m: nn.Module, _i: Any, out: torch.Tensor, name: str = name) -> None:
+                channels[name] = int(out.shape[1])
+
+            hooks.append(module.register_forward_hook(hook))
+        size = 2 * int(getattr(base, "reduction", 32))
+        was_training = base.training
+        base.eval()
+        try:
+            with torch.no_grad():
+                probe = torch.zeros(1, int(base.in_channels), size, size)  # type: ignore[arg-type]
+                base(probe, probe)
+        finally:
+            for handle in hooks:
+                handle.remove()
+            base.train(was_training)
+        return channels
+
+    # ----------------------------------------------------------------- domains
+    @property
+    def num_domains(self) -> int:
+        """Number of datasets the model knows."""
+        return len(self.domains)
+
+    @property
+    def domain(self) -> str:
+        """Name of the active dataset."""
+        return self.domains[self._domain]
+
+    def domain_index(self, domain: str | int) -> int:
+        """Index of a dataset given by name or index; InputError if unknown."""
+        if isinstance(domain, int) and not isinstance(domain, bool):
+            if 0 <= domain < len(self.domains):
+                return domain
+        elif domain in self.domains:
+            return self.domains.index(domain)
+        raise InputError(
+            f"unknown dataset {domain!r}; this model knows {', '.join(self.domains)}",
+            parameter="domain",
+        )
+
+    def set_domain(self, domain: str | int) -> None:
+        """Make ``domain`` the active dataset for BN, adapters, ICM and head."""
+        index = self.domain_index(domain)
+        self._domain = index
+        for module in self.base.modules():
+            if isinstance(module, DomainBatchNorm):
+                module.domain = index
+            elif isinstance(module, DomainAdapterBlock | DomainHead):
+                module.domain = index
+
+    def add_domain(self, name: str, *, init_from: str | int = 0) -> int:
+        """Add a dataset whose BN, adapters, ICM and head start as copies of ``init_from``'s.
+
+        Returns:
+            The new domain index.
+        """
+        if name in self.domains:
+            raise InputError(f"dataset {name!r} already exists", parameter="domain")
+        source = self.domain_index(init_from)
+        for module in self.base.modules():
+            if isinstance(module, DomainAdapterBlock | DomainHead):
+                module.add_domain(source)
+            elif isinstance(module, DomainBatchNorm):
+                _add_bn_domain(module, source)
+        self.domains.append(name)
+        return len(self.domains) - 1
+
+    def domain_parameter_patterns(self, domain: str | int) -> list[str]:
+        """Regexes matching the parameter/buffer names owned by one dataset."""
+        k = self.domain_index(domain)
+        patterns = [
+            rf"(^|\.)adapters\.{k}\.",
+            rf"(^|\.)icms\.{k}\.",
+            rf"(^|\.)heads\.{k}\.",
+        ]
+        if self.domain_bn:
+            patterns.append(rf"(^|\.)bns\.{k}\.")
+        return patterns
+
+    def domain_parameter_names(self, domain: str | int) -> list[str]:
+        """Names of the parameters (not buffers) owned by one dataset."""
+        regexes = [re.compile(p) for p in self.domain_parameter_patterns(domain)]
+        return [n for n, _ in self.named_parameters() if any(r.search(n) for r in regexes)]
+
+    def is_domain_specific(self, name: str) -> bool:
+        """True when a parameter/buffer name belongs to some dataset (not shared)."""
+        return re.search(r"(^|\.)(adapters|icms|heads|bns)\.\d+\.", name) is not None
+
+    def shared_fingerprint(self) -> str:
+        """Hash of the shared parameters' names, shapes and values (identifies the base model)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            if self.is_domain_specific(name) or not tensor.is_floating_point():
+                continue
+            digest.update(name.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
+        return digest.hexdigest()[:16]
+
+    @property
+    def icm_logits(self) -> list[torch.Tensor]:
+        """ICM gate logits of the last forward pass, coarse to fine (empty without ICM)."""
+        return [
+            m.last_icm_logits
+            for m in self.base.modules()
+            if isinstance(m, DomainAdapterBlock) and m.last_icm_logits is not None
+        ]
+
+    def forward(
+        self, image_a: torch.Tensor, image_b: torch.Tensor, domain: str | int | None = None
+    ) -> torch.Tensor:
+        """Change logits (B, 1, H, W) for the active (or given) dataset."""
+        if domain is not None:
+            self.set_domain(domain)
+        for module in self.base.modules():
+            if isinstance(module, DomainAdapterBlock):
+                module.last_icm_logits = None
+        logits = self.base(image_a, image_b)
+        if self.use_icm:
+            gates = self.icm_logits
+            if gates:
+                # p = sigmoid(head) * ICM_finest: the mask can only remove change the dataset
+                # does not label; back to a logit so the loss stays BCE-with-logits.
+                gate = F.interpolate(
+                    gates[-1], size=logits.shape[-2:], mode="bilinear", align_corners=False
+                )
+                log_p = F.logsigmoid(logits) + F.logsigmoid(gate)
+                logits = log_p - _log1mexp(log_p)
+        return logits
+
+
+def _add_bn_domain(module: DomainBatchNorm, source: int) -> None:
+    """Append a copy of BN domain ``source`` to a DomainBatchNorm."""
+    bns = module.bns
+    bns.append(copy.deepcopy(bns[source]))
+    if hasattr(module, "num_domains"):
+        module.num_domains = len(bns)
+
+
+def build_canet(
+    domains: Sequence[str],
+    *,
+    in_channels: int = 3,
+    architecture: str = "timm_unet",
+    backbone: str = "resnet18-tiny",
+    decoder_channels: Sequence[int] = (64, 32, 24, 16, 16),
+    widths: Sequence[int] = (16, 32, 64),
+    adapter_reduction: int = 4,
+    use_icm: bool = True,
+    domain_bn: bool = True,
+) -> CANet:
+    """Build a CANet around ``SiameseTimmUNet`` (``architecture="timm_unet"``) or ``SiameseUNet``.
+
+    The arguments are recorded in ``model.base_config`` so checkpoints can rebuild the model.
+    """
+    config: dict[str, Any] = {"in_channels": in_channels, "architecture": architecture}
+    base: nn.Module
+    if architecture == "timm_unet":
+        base = SiameseTimmUNet(in_channels, backbone, decoder_channels)
+        config.update(backbone=backbone, decoder_channels=list(decoder_channels))
+    elif architecture == "siamese_unet":
+        base = SiameseUNet(in_channels, widths)
+        config.update(widths=list(widths))
+    else:
+        raise InputError(
+            f"unknown architecture {architecture!r}; use timm_unet or siamese_unet",
+            parameter="architecture",
+        )
+    config.update(adapter_reduction=adapter_reduction, use_icm=use_icm, domain_bn=domain_bn)
+    return CANet(
+        base,
+        domains,
+        adapter_reduction=adapter_reduction,
+        use_icm=use_icm,
+        domain_bn=domain_bn,
+        base_config=config,
+    )

@@ -1,0 +1,136 @@
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+from eokit.change.model import build_canet
+from eokit.change.task import prepare_adapt, save_domain_adapter, save_model
+from eokit.cli import main
+from eokit.core.raster import write_raster
+from eokit.core.synth.change import change_pair, write_change_dataset
+
+
+def _run(argv, capsys):
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    model = build_canet(["sim_buildings", "sim_landcover"], in_channels=6)
+    return save_model(model, tmp_path / "model.safetensors")
+
+
+@pytest.fixture
+def pair_files(tmp_path):
+    pair = change_pair(72, seed=5, domain="sim_buildings")
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    return {
+        "A": write_raster(folder / "A.tif", pair.image_a, pair.grid),
+        "B": write_raster(folder / "B.tif", pair.image_b, pair.grid),
+        "label": write_raster(folder / "label.tif", (pair.label * 255).astype(np.uint8),
+                              pair.grid),
+    }
+
+
+def test_predict_writes_georeferenced_cogs_and_report(tmp_path, model_file, pair_files, capsys):
+    out = tmp_path / "out"
+    code, stdout, stderr = _run(
+        ["change", "predict", str(pair_files["A"]), str(pair_files["B"]), "--checkpoint",
+         str(model_file), "--domain", "sim_buildings", "--label", str(pair_files["label"]),
+         "-o", str(out), "--tile", "48", "--overlap", "8"],
+        capsys,
+    )
+    assert code == 0, stderr
+    with rasterio.open(pair_files["A"]) as src_a:
+        transform, crs = src_a.transform, src_a.crs
+    for name, dtype in (("change_probability.tif", "float32"), ("change_binary.tif", "uint8")):
+        with rasterio.open(out / name) as src:
+            assert src.crs == crs and src.transform == transform
+            assert src.dtypes[0] == dtype and src.shape == (72, 72)
+            data = src.read(1)
+    assert set(np.unique(data)) <= {0, 1}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pixels"] == 72 * 72 and 0 <= metrics["oa"] <= 1
+    html = (out / "report.html").read_text()
+    assert "Change between the two dates" in html and "kappa" in html
+    assert html.count("<img") >= 5  # A, B, probability, label, binary
+    assert "F1" in stdout
+
+
+def test_predict_bad_inputs_one_line_errors_nothing_written(
+    tmp_path, model_file, pair_files, capsys, grid_factory
+):
+    out = tmp_path / "bad"
+    base = ["change", "predict", str(pair_files["A"]), str(pair_files["B"]), "--checkpoint",
+            str(model_file), "-o", str(out)]
+    code, _, err = _run([*base, "--domain", "levir"], capsys)
+    assert code == 2 and "unknown dataset 'levir'" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    other = write_raster(tmp_path / "other.tif", np.zeros((6, 30, 30), np.float32) + 0.1,
+                         grid_factory(width=30, height=30))
+    code, _, err = _run(["change", "predict", str(pair_files["A"]), str(other), "--checkpoint",
+                         str(model_file), "--domain", "sim_buildings", "-o", str(out)], capsys)
+    assert code == 2 and "not on the same grid" in err
+    assert not (out / "change_probability.tif").exists()
+    # adapter trained on another base model
+    other_model = build_canet(["sim_buildings", "sim_landcover"], in_channels=6)
+    prepare_adapt(other_model, "sim_new")
+    adapter = save_domain_adapter(other_model, "sim_new", tmp_path / "a.safetensors")
+    code, _, err = _run([*base, "--domain", "sim_new", "--adapter", str(adapter)], capsys)
+    assert code == 2 and "base" in err
+    assert not (out / "change_probability.tif").exists()
+
+
+def test_evaluate_on_levir_layout(tmp_path, model_file, capsys):
+    root = tmp_path / "levir"
+    write_change_dataset(root, count=3, size=32, seed=1)
+    code, stdout, stderr = _run(
+        ["change", "evaluate", str(root), "--checkpoint", str(model_file), "--domain",
+         "sim_buildings", "--split", "test", "-o", str(tmp_path / "ev")], capsys)
+    assert code == 0, stderr
+    record = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert record["pairs"] == 1 and record["pixels"] == 32 * 32
+    (root / "list" / "test.txt").write_text("\n")
+    code, _, err = _run(
+        ["change", "evaluate", str(root), "--checkpoint", str(model_file), "--domain",
+         "sim_buildings", "-o", str(tmp_path / "ev2")], capsys)
+    assert code == 2 and "empty" in err
+
+
+@pytest.mark.slow
+def test_fit_then_adapt_cli(tmp_path, capsys):
+    fit_config = {
+        "seed": 0,
+        "model": {"in_channels": 6},
+        "datasets": [
+            {"name": "sim_buildings", "source": "sim", "count": 2, "size": 32},
+            {"name": "sim_sensor", "source": "sim", "count": 2, "size": 32},
+        ],
+        "train": {"batch_size": 2},
+        "trainer": {"max_epochs": 1, "enable_progress_bar": False, "logger": False},
+    }
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(fit_config))
+    code, stdout, stderr = _run(["change", "fit", "--config", str(tmp_path / "fit.yaml"),
+                                 "-o", str(tmp_path / "run")], capsys)
+    assert code == 0, stderr
+    model = tmp_path / "run" / "model.safetensors"
+    assert model.exists()
+    adapt_config = {**fit_config, "datasets": [
+        {"name": "sim_new", "source": "sim", "count": 2, "size": 32}]}
+    (tmp_path / "adapt.yaml").write_text(yaml.safe_dump(adapt_config))
+    code, stdout, stderr = _run(["change", "adapt", "--config", str(tmp_path / "adapt.yaml"),
+                                 "--checkpoint", str(model), "-o", str(tmp_path / "new"),
+                                 "--trainer.max_steps", "1"], capsys)
+    assert code == 0, stderr
+    assert "trainable parameters for sim_new" in stdout
+    adapter = tmp_path / "new" / "adapter_sim_new.safetensors"
+    assert adapter.exists() and adapter.stat().st_size < model.stat().st_size / 5

@@ -1,0 +1,196 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from eokit.change.data import (
+    ChangeDataset,
+    DomainGroupedBatchSampler,
+    collate_pairs,
+    detect_layout,
+    find_pairs,
+    geotiff_pair,
+    levir_pairs,
+    read_label,
+    read_pair,
+    split_layout_pairs,
+    whu_pairs,
+)
+from eokit.core.errors import InputError
+from eokit.core.raster import write_raster
+
+
+def _png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _rgb(rng, size=32):
+    return rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+
+def _label(rng, size=32, high=255):
+    return (rng.random((size, size)) > 0.8).astype(np.uint8) * high
+
+
+def _levir(root, names, rng, split_lists=None):
+    for name in names:
+        _png(root / "A" / f"{name}.png", _rgb(rng))
+        _png(root / "B" / f"{name}.png", _rgb(rng))
+        _png(root / "label" / f"{name}.png", _label(rng))
+    (root / "list").mkdir(parents=True, exist_ok=True)
+    for split, members in (split_lists or {}).items():
+        (root / "list" / f"{split}.txt").write_text("".join(f"{m}.png\n" for m in members))
+
+
+def test_levir_layout_lists_and_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    _levir(tmp_path, ["t1", "t2", "t3"], rng, {"train": ["t1", "t2"], "test": ["t3"]})
+    assert detect_layout(tmp_path) == "levir"
+    train = levir_pairs(tmp_path, "train")
+    assert [p.name for p in train] == ["t1", "t2"]
+    assert len(find_pairs(tmp_path, None)) == 3
+    sample = read_pair(train[0])
+    assert sample["image_a"].shape == (3, 32, 32) and sample["image_a"].max() <= 1.0
+    assert set(np.unique(sample["mask"])) <= {0, 1}
+    expected = np.asarray(Image.open(tmp_path / "label" / "t1.png")) == 255
+    assert np.array_equal(sample["mask"] == 1, expected)
+
+
+def test_split_layout_and_whu_layout(tmp_path):
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for name in ("x", "y"):
+            _png(tmp_path / "s" / split / "A" / f"{name}.png", _rgb(rng))
+            _png(tmp_path / "s" / split / "B" / f"{name}.png", _rgb(rng))
+            _png(tmp_path / "s" / split / "label" / f"{name}.png", _label(rng, high=1))
+    assert detect_layout(tmp_path / "s") == "split"
+    pairs = split_layout_pairs(tmp_path / "s", "test")
+    assert len(pairs) == 2 and pairs[0].label is not None
+    assert set(np.unique(read_pair(pairs[0])["mask"])) <= {0, 1}
+    for name in ("tile_1", "tile_2"):
+        _png(tmp_path / "w" / "2012" / f"{name}.png", _rgb(rng))
+        _png(tmp_path / "w" / "2016" / f"{name}.png", _rgb(rng))
+        _png(tmp_path / "w" / "change_label" / f"{name}.png", _label(rng))
+    assert detect_layout(tmp_path / "w") == "whu"
+    pairs = whu_pairs(tmp_path / "w")
+    assert [p.name for p in pairs] == ["tile_1", "tile_2"]
+    assert pairs[0].a.parent.name == "2012" and pairs[0].label.parent.name == "change_label"
+
+
+def test_geotiff_pair_with_label_and_nodata(tmp_path, grid_factory):
+    grid = grid_factory()
+    rng = np.random.default_rng(2)
+    a = rng.random((4, 32, 40)).astype(np.float32)
+    a[:, 0, 0] = np.nan
+    write_raster(tmp_path / "a.tif", a, grid)
+    write_raster(tmp_path / "b.tif", rng.random((4, 32, 40)).astype(np.float32), grid)
+    label = (rng.random((32, 40)) > 0.5).astype(np.uint8)
+    label[5, 5] = 255
+    write_raster(tmp_path / "l.tif", label, grid)
+    (pair,) = geotiff_pair(tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "l.tif")
+    sample = read_pair(pair, bands=4)
+    assert sample["grid"].same_as(grid)
+    assert sample["mask"][0, 0] == 255  # nodata pixel ignored
+    assert sample["mask"][5, 5] == 255  # 0/1/255 label: 255 = ignore
+    assert sample["mask"][1, 1] == label[1, 1]
+
+
+def test_label_modes(tmp_path):
+    path = tmp_path / "l.png"
+    _png(path, np.array([[0, 1], [255, 1]], np.uint8))
+    assert read_label(path).tolist() == [[0, 1], [255, 1]]
+    with pytest.raises(InputError, match="not allowed"):
+        read_label(path, "0-255")
+    _png(path, np.array([[0, 7], [255, 1]], np.uint8))
+    with pytest.raises(InputError, match=r"l\.png.*\[7\]"):
+        read_label(path)
+
+
+def test_bad_pairs(tmp_path, grid_factory):
+    rng = np.random.default_rng(3)
+    write_raster(tmp_path / "a.tif", rng.random((3, 32, 40)).astype(np.float32), grid_factory())
+    write_raster(tmp_path / "b4.tif", rng.random((4, 32, 40)).astype(np.float32), grid_factory())
+    write_raster(tmp_path / "bs.tif", rng.random((3, 30, 40)).astype(np.float32),
+                 grid_factory(height=30))
+    write_raster(tmp_path / "bc.tif", rng.random((3, 32, 40)).astype(np.float32),
+                 grid_factory(crs="EPSG:32632"))
+    write_raster(tmp_path / "ls.tif", np.zeros((30, 40), np.uint8), grid_factory(height=30))
+    cases = {
+        "b4.tif": "bands",
+        "bs.tif": "px",
+        "bc.tif": "CRS",
+    }
+    for name, message in cases.items():
+        (pair,) = geotiff_pair(tmp_path / "a.tif", tmp_path / name)
+        with pytest.raises(InputError, match=message):
+            read_pair(pair)
+    (pair,) = geotiff_pair(tmp_path / "a.tif", tmp_path / "a.tif", tmp_path / "ls.tif")
+    with pytest.raises(InputError, match="label is"):
+        read_pair(pair)
+    (pair,) = geotiff_pair(tmp_path / "a.tif", tmp_path / "a.tif")
+    with pytest.raises(InputError, match="expects 6"):
+        read_pair(pair, bands=6)
+    with pytest.raises(InputError, match="not found"):
+        geotiff_pair(tmp_path / "a.tif", tmp_path / "missing.tif")
+
+
+def test_missing_b_and_empty_list(tmp_path):
+    rng = np.random.default_rng(4)
+    _levir(tmp_path, ["p1", "p2"], rng, {"train": ["p1"], "empty": []})
+    (tmp_path / "B" / "p2.png").unlink()
+    with pytest.raises(InputError, match="no date-B image for p2.png"):
+        levir_pairs(tmp_path)
+    with pytest.raises(InputError, match="list file is empty"):
+        levir_pairs(tmp_path, "empty")
+    with pytest.raises(InputError, match="list file not found"):
+        levir_pairs(tmp_path, "nope")
+    (tmp_path / "list" / "ghost.txt").write_text("p9.png\n")
+    with pytest.raises(InputError, match="p9"):
+        levir_pairs(tmp_path, "ghost")
+    with pytest.raises(InputError, match="unknown change-dataset layout"):
+        detect_layout(tmp_path / "list")
+
+
+def test_augmentation_identical_for_both_dates_and_label():
+    size = 24
+    image_a = np.random.default_rng(5).random((2, size, size)).astype(np.float32)
+    image_b = image_a + 1.0
+    mask = (image_a[0] > 0.5).astype(np.int64)
+    data = ChangeDataset([{"image_a": image_a, "image_b": image_b, "mask": mask}],
+                         augment=True, crop=16, seed=0)
+    seen = set()
+    for epoch in range(8):
+        data.set_epoch(epoch)
+        sample = data[0]
+        a, b, m = sample["image_a"], sample["image_b"], sample["mask"]
+        assert a.shape == (2, 16, 16)
+        assert torch.allclose(b - a, torch.ones_like(a))
+        assert torch.equal(m, (a[0] > 0.5).long())
+        seen.add(tuple(a[0, 0, :3].tolist()))
+    assert len(seen) > 1  # augmentation actually varies
+
+
+def test_grouped_batches_one_domain_each_and_ddp_shards():
+    sizes = [10, 3, 7]
+    sampler = DomainGroupedBatchSampler(sizes, 4, seed=1)
+    offsets = np.cumsum([0, *sizes])
+    batches = list(sampler)
+    for batch in batches:
+        domains = {int(np.searchsorted(offsets, i, side="right") - 1) for i in batch}
+        assert len(domains) == 1
+    assert sorted(i for b in batches for i in b) == list(range(sum(sizes)))
+    ranks = [list(DomainGroupedBatchSampler(sizes, 4, seed=1, rank=r, world_size=2))
+             for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1])
+    covered = {i for r in ranks for b in r for i in b}
+    assert covered == set(range(sum(sizes)))
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+
+
+def test_collate_refuses_mixed_domains():
+    sample = {"image_a": torch.zeros(1, 2, 2), "image_b": torch.zeros(1, 2, 2),
+              "mask": torch.zeros(2, 2), "valid": torch.ones(2, 2, dtype=torch.bool)}
+    with pytest.raises(InputError, match="mixes domains"):
+        collate_pairs([{**sample, "domain": 0}, {**sample, "domain": 1}])

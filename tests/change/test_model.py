@@ -1,0 +1,123 @@
+import pytest
+import torch
+
+from eokit.change.model import (
+    CANet,
+    DomainAdapterBlock,
+    SiameseTimmUNet,
+    SiameseUNet,
+    build_canet,
+)
+from eokit.core.adapters import DomainBatchNorm
+from eokit.core.errors import InputError
+
+DOMAINS = ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("bands,height,width", [(6, 37, 50), (3, 32, 32), (1, 20, 65)])
+def test_timm_canet_output_shape_any_size_and_bands(bands, height, width):
+    model = build_canet(DOMAINS, in_channels=bands)
+    x = torch.rand(2, bands, height, width)
+    out = model(x, x, domain="b")
+    assert out.shape == (2, 1, height, width)
+    assert torch.isfinite(out).all()
+
+
+def test_siamese_unet_wrapped_by_canet():
+    model = CANet(SiameseUNet(4, widths=(8, 16, 32)), ["x", "y"])
+    x = torch.rand(3, 4, 30, 22)
+    assert model(x, x, domain="y").shape == (3, 1, 30, 22)
+    blocks = [m for m in model.modules() if isinstance(m, DomainAdapterBlock)]
+    assert len(blocks) == 2  # one per decoder scale
+    assert all(len(b.adapters) == 2 and len(b.icms) == 2 for b in blocks)
+    bns = [m for m in model.modules() if isinstance(m, DomainBatchNorm)]
+    assert bns and all(bn.num_domains == 2 for bn in bns)
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in model.base.modules()
+                   if not isinstance(m, DomainBatchNorm) and m not in
+                   [s for bn in bns for s in bn.bns])
+
+
+def test_canet_wrapper_starts_equal_to_base_without_icm():
+    torch.manual_seed(0)
+    base = SiameseTimmUNet(3)
+    base.eval()
+    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    expected = base(x, y).detach()
+    model = CANet(base, DOMAINS, use_icm=False).eval()
+    # Zero-initialised adapters, BN copies and head copies: the wrapper changes nothing at first.
+    for name in DOMAINS:
+        assert torch.allclose(model(x, y, domain=name), expected, atol=1e-5)
+
+
+def test_unknown_domain_is_input_error():
+    model = build_canet(DOMAINS, in_channels=3)
+    with pytest.raises(InputError, match="unknown dataset 'zzz'"):
+        model.set_domain("zzz")
+    with pytest.raises(InputError):
+        model.set_domain(7)
+
+
+def _snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_training_one_domain_changes_only_that_domains_state():
+    model = build_canet(DOMAINS, in_channels=3)
+    before = _snapshot(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    x = torch.rand(4, 3, 32, 32)
+    loss = model(x, x.flip(-1), domain="b").square().mean()
+    loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    for key in changed:
+        if model.is_domain_specific(key):
+            assert (".1." in key), f"{key} of another domain changed"
+    # BN statistics and adapters of domain b moved; those of a and c did not.
+    assert any(".bns.1.running_mean" in k for k in changed)
+    assert not any(".bns.0." in k or ".bns.2." in k for k in changed)
+    assert any(".adapters.1." in k for k in changed)
+    assert not any(".adapters.0." in k or ".icms.2." in k or ".heads.0." in k for k in changed)
+
+
+def test_add_domain_copies_source_and_switches():
+    model = build_canet(["a", "b"], in_channels=3).eval()
+    x = torch.rand(1, 3, 32, 32)
+    reference = model(x, x, domain="b")
+    index = model.add_domain("new", init_from="b")
+    assert index == 2 and model.domains == ["a", "b", "new"]
+    assert torch.allclose(model(x, x, domain="new"), reference, atol=1e-6)
+    with pytest.raises(InputError):
+        model.add_domain("a")
+
+
+def test_icm_can_suppress_change():
+    model = build_canet(["a"], in_channels=3).eval()
+    x, y = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    open_probability = torch.sigmoid(model(x, y)).mean()
+    blocks = [m for m in model.modules() if isinstance(m, DomainAdapterBlock)]
+    with torch.no_grad():
+        blocks[-1].icms[0].net[2].bias.fill_(-20.0)
+    closed = torch.sigmoid(model(x, y))
+    assert closed.max() < 1e-6 < open_probability
+
+
+def test_domain_parameter_share_is_small():
+    model = build_canet(DOMAINS, in_channels=6)
+    total = sum(p.numel() for p in model.parameters())
+    own = dict(model.named_parameters())
+    share = sum(own[n].numel() for n in model.domain_parameter_names("c")) / total
+    assert 0 < share < 0.08
+
+
+def test_bad_arguments():
+    with pytest.raises(InputError):
+        build_canet([], in_channels=3)
+    with pytest.raises(InputError):
+        build_canet(["a", "a"], in_channels=3)
+    with pytest.raises(InputError):
+        build_canet(["a"], architecture="nope")
+    with pytest.raises(InputError):
+        CANet(SiameseUNet(3), ["a"], adapter_points=["missing.block"])

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from eokit.change.data import ChangeDataset, collate_pairs, simulated_pairs
+from eokit.change.model import build_canet
+from eokit.change.task import (
+    change_loss,
+    change_metrics,
+    evaluate,
+    load_domain_adapter,
+    load_model,
+    prepare_adapt,
+    save_domain_adapter,
+    save_model,
+    train_steps,
+)
+from eokit.core.errors import InputError
+from eokit.core.metrics import ConfusionMatrix
+
+DOMAINS = ["sim_buildings", "sim_landcover"]
+
+
+def _loader(domain_index, name, count=3, size=32):
+    data = ChangeDataset(simulated_pairs(name, count=count, size=size, seed=0),
+                         domain=domain_index, augment=True)
+    return DataLoader(data, batch_size=3, collate_fn=collate_pairs)
+
+
+def test_change_loss_ignores_255():
+    logits = torch.zeros(1, 1, 2, 2)
+    mask = torch.tensor([[[1, 0], [255, 255]]])
+    flipped = torch.tensor([[[1, 0], [0, 1]]])
+    a = change_loss(logits, mask, dice_weight=0)
+    logits_changed = logits.clone()
+    logits_changed[0, 0, 1] = 50.0  # only on ignored pixels
+    assert torch.isclose(change_loss(logits_changed, mask, dice_weight=0), a)
+    assert not torch.isclose(change_loss(logits_changed, flipped, dice_weight=0), a)
+    assert change_loss(logits, torch.full((1, 2, 2), 255)).item() == 0.0
+
+
+def test_change_metrics_from_confusion_matrix():
+    matrix = ConfusionMatrix(2)
+    truth = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    pred = np.array([1, 1, 0, 1, 0, 0, 0, 0])
+    matrix.update(pred, truth)
+    tp, fp, fn = 2, 1, 2
+    metrics = change_metrics(matrix)
+    assert metrics["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert metrics["iou"] == pytest.approx(tp / (tp + fp + fn))
+    assert metrics["precision"] == pytest.approx(2 / 3)
+    assert metrics["oa"] == pytest.approx(5 / 8)
+
+
+def test_adapt_trains_only_the_new_domain_and_round_trips(tmp_path):
+    model = build_canet(DOMAINS, in_channels=6)
+    train_steps(model, _loader(0, DOMAINS[0]), steps=2)
+    shared_path = save_model(model, tmp_path / "model.safetensors")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = prepare_adapt(model, "sim_new")
+    assert 0 < report["percent"] < 8.0
+    assert report["groups"]["adapters"]["trainable"] > 0
+    train_steps(model, _loader(2, "sim_new"), steps=2, lr=1e-2)
+    after = model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), f"{key} changed during adapt"
+    adapter_path = save_domain_adapter(model, "sim_new", tmp_path / "new.safetensors")
+    assert adapter_path.stat().st_size < 0.15 * shared_path.stat().st_size
+
+    restored = load_model(shared_path)
+    assert restored.domains == DOMAINS
+    assert load_domain_adapter(restored, adapter_path) == "sim_new"
+    model.eval()
+    x = torch.rand(2, 6, 32, 32)
+    y = torch.rand(2, 6, 32, 32)
+    assert torch.allclose(restored(x, y, domain="sim_new"), model(x, y, domain="sim_new"))
+    assert torch.allclose(restored(x, y, domain=0), model(x, y, domain=0))
+
+
+def test_adapter_for_another_base_is_input_error(tmp_path):
+    model = build_canet(DOMAINS, in_channels=6)
+    prepare_adapt(model, "sim_new")
+    path = save_domain_adapter(model, "sim_new", tmp_path / "new.safetensors")
+    other_weights = build_canet(DOMAINS, in_channels=6)  # same architecture, other weights
+    with pytest.raises(InputError, match="different base weights|different base model"):
+        load_domain_adapter(other_weights, path)
+    other_arch = build_canet(DOMAINS, in_channels=6, architecture="siamese_unet")
+    with pytest.raises(InputError):
+        load_domain_adapter(other_arch, path)
+    with pytest.raises(InputError, match="adapter-only"):
+        load_model(path)
+    with pytest.raises(InputError, match="not found"):
+        load_model(tmp_path / "none.safetensors")
+
+
+def test_evaluate_matches_manual_confusion():
+    model = build_canet(DOMAINS, in_channels=6).eval()
+    data = ChangeDataset(simulated_pairs("sim_buildings", count=2, size=32, seed=3))
+    metrics = evaluate(model, data, domain="sim_buildings", batch_size=2)
+    matrix = ConfusionMatrix(2)
+    with torch.no_grad():
+        for index in range(len(data)):
+            sample = data[index]
+            logits = model(sample["image_a"][None], sample["image_b"][None], domain=0)
+            matrix.update((torch.sigmoid(logits)[0, 0] > 0.5).long(), sample["mask"])
+    assert metrics["kappa"] == pytest.approx(change_metrics(matrix)["kappa"], nan_ok=True)
+    assert metrics["pixels"] == 2 * 32 * 32
