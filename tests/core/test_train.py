@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -280,8 +281,9 @@ def test_fit_logs_checkpoints_and_hparams(script: Path, tmp_path: Path) -> None:
 
 def test_hparams_skip_objects(tmp_path: Path, script: Path) -> None:
     mod = import_script(script)
-    task = mod.RegressionTask(backbone=nn.Sequential(nn.Linear(4, 1)))
-    assert "backbone" not in task.hparams and task.hparams["hidden"] == 8
+    task = mod.RegressionTask(backbone=nn.Sequential(nn.Linear(4, 1)), hidden=np.int64(4))
+    assert "backbone" not in task.hparams
+    assert task.hparams["hidden"] == 4 and type(task.hparams["hidden"]) is int
 
 
 @pytest.mark.slow

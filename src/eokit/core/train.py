@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -288,6 +289,8 @@ def _checkpoint_safe(value: Any) -> tuple[bool, Any]:
         return True, value
     if isinstance(value, Path):
         return True, str(value)
+    if isinstance(value, np.generic) and value.ndim == 0:
+        return _checkpoint_safe(value.item())
     if isinstance(value, list | tuple):
         items = [_checkpoint_safe(v) for v in value]
         if all(ok for ok, _ in items):
