@@ -192,7 +192,7 @@ def _open(path: PathLike) -> rasterio.io.DatasetReader:
         raise InputError(
             f"cannot be read as a raster (corrupt, truncated or unsupported format: "
             f"{_first_line(exc)})",
-            path=path,
+            path=os.fspath(path),
         ) from None
 
 
@@ -340,7 +340,7 @@ def read_raster(
         except RasterioError as exc:
             raise InputError(
                 f"pixel data cannot be read (truncated or corrupt file: {_first_line(exc)})",
-                path=path,
+                path=os.fspath(path),
             ) from None
         grid = _grid_of(src, win)
         descriptions = [src.descriptions[i - 1] for i in indexes]
@@ -351,7 +351,8 @@ def read_raster(
         allow_empty = window is not None
     if not allow_empty and not valid.any():
         raise InputError(
-            "raster has no valid pixel (every pixel is nodata, masked, NaN or inf)", path=path
+            "raster has no valid pixel (every pixel is nodata, masked, NaN or inf)",
+            path=os.fspath(path),
         )
     if dtype is not None:
         data = data.astype(dtype, copy=False)
@@ -390,7 +391,9 @@ def read_image(path: PathLike, *, pixel_size_m: float | None = None) -> Raster:
         valid = valid & (data[alpha[0]] != 0)
         data = np.delete(data, alpha, axis=0)
         if not valid.any():
-            raise InputError("image is fully transparent (alpha = 0 everywhere)", path=path)
+            raise InputError(
+                "image is fully transparent (alpha = 0 everywhere)", path=os.fspath(path)
+            )
     grid = Grid.plain(data.shape[2], data.shape[1], pixel_size_m)
     return Raster(data=data, valid=valid, grid=grid, path=Path(path), band_names=None)
 
@@ -426,7 +429,7 @@ def check_band_count(
             "select bands (e.g. --bands) or use weights made for this sensor"
         )
         if path is not None:
-            raise InputError(message, path=path)
+            raise InputError(message, path=os.fspath(path))
         raise InputError(message, parameter="bands")
 
 
@@ -524,7 +527,7 @@ def align_to(
     src = _open(path)
     with src:
         if src.crs is None:
-            raise InputError("has no CRS; cannot reproject it", path=path)
+            raise InputError("has no CRS; cannot reproject it", path=os.fspath(path))
         indexes = _band_indexes(bands, src.count, path)
         options: dict[str, Any] = {
             "crs": grid.crs,
@@ -541,11 +544,14 @@ def align_to(
                 mask = vrt.dataset_mask() != 0
                 descriptions = [src.descriptions[i - 1] for i in indexes]
         except RasterioError as exc:
-            raise InputError(f"cannot be reprojected: {_first_line(exc)}", path=path) from None
+            raise InputError(
+                f"cannot be reprojected: {_first_line(exc)}", path=os.fspath(path)
+            ) from None
     valid = mask & nodata_mask(data, src.nodata, check_finite=check_finite)
     if not valid.any():
         raise InputError(
-            "does not overlap the target grid (no valid pixel after reprojection)", path=path
+            "does not overlap the target grid (no valid pixel after reprojection)",
+            path=os.fspath(path),
         )
     aligned = Grid(
         crs=grid.crs,
@@ -564,7 +570,7 @@ def align_to(
 
 
 def _gdal_dtype(dtype: Any) -> np.dtype:
-    dt = np.dtype(dtype)
+    dt: np.dtype = np.dtype(dtype)
     if dt == np.bool_:
         return np.dtype(np.uint8)
     if dt == np.float16:

@@ -98,8 +98,8 @@ def spatial_block_split(
             parameter="block",
         )
     counts = _block_counts(n_blocks, fractions)
-    assignment = np.repeat(np.arange(len(fractions), dtype=np.int8), counts)
-    assignment = np.random.default_rng(seed).permutation(assignment).reshape(rows, cols)
+    flat = np.repeat(np.arange(len(fractions), dtype=np.int8), counts)
+    assignment = np.random.default_rng(seed).permutation(flat).reshape(rows, cols)
     labels = np.repeat(np.repeat(assignment, block, axis=0), block, axis=1)[:height, :width]
     labels = np.ascontiguousarray(labels)
     radius = math.ceil(buffer / 2)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -266,6 +267,49 @@ class _FileSource:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+class _ThreadedSink:
+    """Hands finished blocks to a writer thread, so GDAL compression overlaps the model.
+
+    At most ``_PREFETCH_STRIPS`` blocks wait in the queue (bounded memory).
+    """
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=_PREFETCH_STRIPS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="eokit-tile-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self.sink.write_window(*item)
+                except BaseException as exc:  # re-raised in the producer
+                    self._error = exc
+
+    def write_window(self, data: np.ndarray, row_off: int, col_off: int) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((data, row_off, col_off))
+
+    def abort(self) -> None:
+        """Stop the writer thread without raising (the caller is already failing)."""
+        self._error = self._error or RuntimeError("aborted")
+        self._queue.put(None)
+        self._thread.join()
+
+    def close(self) -> None:
+        """Wait until every block is written; re-raise a writer error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class _ArraySink:
@@ -636,7 +680,10 @@ def predict_raster(
 
     from eokit.core.raster import BLOCK_SIZE, check_aligned, open_writer, raster_info
 
-    paths = [Path(inputs)] if isinstance(inputs, str | Path) else [Path(p) for p in inputs]
+    if isinstance(inputs, str | os.PathLike):
+        paths = [Path(inputs)]
+    else:
+        paths = [Path(p) for p in inputs]
     if not paths:
         raise InputError("give at least one input raster", parameter="inputs")
     if int(band_width) == band_width and band_width > 0:
@@ -683,7 +730,13 @@ def predict_raster(
     )
     with rasterio.Env(GDAL_CACHEMAX=cache), writer as sink:
         source = _FileSource(paths, bands)
-        valid_pixels = _stream(model, source, sink, settings)
+        threaded = _ThreadedSink(sink)
+        try:
+            valid_pixels = _stream(model, source, threaded, settings)
+        except BaseException:
+            threaded.abort()
+            raise
+        threaded.close()
         if valid_pixels == 0:
             raise InputError(
                 "no valid input pixel (every pixel is nodata, masked, NaN or inf)",
