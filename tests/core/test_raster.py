@@ -246,6 +246,15 @@ def test_read_image_keeps_georeference(make_geotiff):
     assert image.grid.pixel_size_m == pytest.approx(10.0)
 
 
+def test_plain_grid_roundtrip_keeps_unknown_pixel_size(tmp_path):
+    data = np.ones((1, 5, 6), np.uint8)
+    unknown = write_raster(tmp_path / "u.tif", data, Grid.plain(6, 5, None))
+    with pytest.raises(InputError, match="pixel_size_m"):
+        _ = read_raster(unknown).grid.pixel_size_m
+    known = write_raster(tmp_path / "k.tif", data, Grid.plain(6, 5, 0.3))
+    assert read_raster(known).grid.pixel_size_m == pytest.approx(0.3)
+
+
 def test_check_band_count(make_geotiff):
     path = make_geotiff(np.ones((4, 3, 3), np.uint8))
     raster = read_raster(path)

@@ -665,8 +665,8 @@ class RasterWriter:
         }
         if self.grid.crs is None:
             profile.pop("crs")
-            if self.grid.transform.is_identity:
-                profile.pop("transform")
+            if self.grid.transform.is_identity or not self.grid.pixel_size_known:
+                profile.pop("transform")  # plain image: do not invent a pixel size
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._dataset = rasterio.open(self._tmp, "w", **profile)
