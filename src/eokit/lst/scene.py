@@ -1,0 +1,294 @@
+"""Scene inputs and window-by-window LST retrieval on rasters (MTL, NDVI emissivity, methods).
+
+Retrieval is per pixel, so the scene is streamed in blocks planned by
+:func:`eokit.core.tiling.plan_windows` (no overlap needed) and written with
+:func:`eokit.core.raster.open_writer`: memory is bounded by the block size, not the scene size.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eokit.core.errors import InputError
+from eokit.lst.baselines import MonoWindow, SingleChannel
+from eokit.lst.planck import Band, get_band
+from eokit.lst.rt import check_emissivity, check_radiance, check_water_vapour, rte_inverse
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("piml", "sc", "rte", "mono")
+
+#: NDVI thresholds method (Sobrino et al. 2008) constants for TIRS band 10.
+NDVI_SOIL, NDVI_VEG = 0.2, 0.5
+EMISSIVITY_SOIL, EMISSIVITY_VEG, EMISSIVITY_WATER = 0.971, 0.987, 0.991
+
+
+@dataclass
+class MtlCalibration:
+    """Band rescaling and thermal constants parsed from a Landsat MTL file."""
+
+    spacecraft: str
+    band_number: int
+    radiance_mult: float
+    radiance_add: float
+    k1: float
+    k2: float
+    path: Path | None = None
+
+
+def parse_mtl(
+    path: str | Path, *, band_number: int = 10, spacecraft: str | None = None
+) -> MtlCalibration:
+    """Read ``RADIANCE_MULT/ADD_BAND_n`` and ``K1/K2_CONSTANT_BAND_n`` from an MTL (text) file.
+
+    Args:
+        path: MTL text file.
+        band_number: Thermal band (10 or 11).
+        spacecraft: Expected ``SPACECRAFT_ID`` (e.g. ``"LANDSAT_8"``); checked when given.
+
+    Raises:
+        InputError: missing file, missing keys (MTL of another band/sensor), wrong spacecraft.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as error:
+        raise InputError(f"cannot read MTL file ({error.strerror})", path=path) from None
+    values: dict[str, str] = {}
+    for match in re.finditer(r"^\s*([A-Z0-9_]+)\s*=\s*\"?([^\"\n]*)\"?\s*$", text, re.MULTILINE):
+        values[match.group(1)] = match.group(2).strip()
+    found = values.get("SPACECRAFT_ID", "UNKNOWN")
+    if spacecraft is not None and found != spacecraft:
+        raise InputError(f"MTL is for {found}, expected {spacecraft}", path=path)
+    keys = [
+        f"RADIANCE_MULT_BAND_{band_number}",
+        f"RADIANCE_ADD_BAND_{band_number}",
+        f"K1_CONSTANT_BAND_{band_number}",
+        f"K2_CONSTANT_BAND_{band_number}",
+    ]
+    missing = [k for k in keys if k not in values]
+    if missing:
+        raise InputError(
+            f"MTL has no {missing[0]} (an MTL for another band or sensor? spacecraft {found})",
+            path=path,
+        )
+    try:
+        ml, al, k1, k2 = (float(values[k]) for k in keys)
+    except ValueError:
+        raise InputError("MTL band constants are not numbers", path=path) from None
+    return MtlCalibration(found, band_number, ml, al, k1, k2, path)
+
+
+def ndvi_emissivity(red: np.ndarray, nir: np.ndarray) -> np.ndarray:
+    """Band-10 emissivity by the NDVI thresholds method (NDVI-THM, Sobrino et al. 2008).
+
+    NDVI < 0: water (0.991); NDVI < 0.2: bare soil (0.971); NDVI > 0.5: full vegetation
+    (0.987 + cavity term 0.005); otherwise ε = ε_v·Pv + ε_s·(1 − Pv) + 4·0.005·Pv·(1 − Pv)
+    with the vegetation fraction Pv = ((NDVI − 0.2)/0.3)².
+    """
+    red = np.asarray(red, dtype=np.float32)
+    nir = np.asarray(nir, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndvi = (nir - red) / (nir + red)
+    pv = np.clip((ndvi - NDVI_SOIL) / (NDVI_VEG - NDVI_SOIL), 0.0, 1.0) ** 2
+    cavity = 0.005
+    mixed = EMISSIVITY_VEG * pv + EMISSIVITY_SOIL * (1 - pv) + 4 * cavity * pv * (1 - pv)
+    emissivity = np.where(
+        ndvi < 0,
+        EMISSIVITY_WATER,
+        np.where(
+            ndvi < NDVI_SOIL,
+            EMISSIVITY_SOIL,
+            np.where(ndvi > NDVI_VEG, EMISSIVITY_VEG + cavity, mixed),
+        ),
+    )
+    return np.where(np.isfinite(ndvi), emissivity, np.nan).astype(np.float32)
+
+
+@dataclass
+class RetrievalConfig:
+    """What a scene retrieval needs besides the rasters.
+
+    Attributes:
+        method: One of :data:`METHODS`.
+        band: Thermal band (Planck pair for BT and the RTE).
+        atmosphere: (τ, L↑, L↓) for ``rte``.
+        air_temperature_k: Near-surface air temperature for ``mono``.
+        sc: The SC algorithm (default JM2014 published coefficients).
+        mono: The mono-window algorithm settings.
+        network: Trained retrieval network for ``piml`` (features BT, w, ε, view zenith).
+        view_zenith_deg: Sensor view zenith angle.
+    """
+
+    method: str = "sc"
+    band: Band = field(default_factory=lambda: get_band("L8_B10"))
+    atmosphere: tuple[float, float, float] | None = None
+    air_temperature_k: float | None = None
+    sc: SingleChannel = field(default_factory=SingleChannel)
+    mono: MonoWindow = field(default_factory=MonoWindow)
+    network: Any = None
+    view_zenith_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(
+                f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}",
+                parameter="method",
+            )
+        if self.method == "rte" and self.atmosphere is None:
+            raise InputError(
+                "method 'rte' needs the atmosphere (tau, L_up, L_down)", parameter="atmosphere"
+            )
+        if self.method == "mono" and self.air_temperature_k is None:
+            raise InputError(
+                "method 'mono' needs the near-surface air temperature", parameter="air_temperature"
+            )
+        if self.method == "piml" and self.network is None:
+            raise InputError("method 'piml' needs a trained model", parameter="model")
+
+
+def retrieve_block(
+    radiance: np.ndarray, emissivity: np.ndarray, water_vapour: np.ndarray, config: RetrievalConfig
+) -> np.ndarray:
+    """LST (K, float32) for one block of pixels (all inputs broadcastable, NaN = nodata)."""
+    radiance = np.asarray(radiance, dtype=np.float32)
+    emissivity = np.broadcast_to(np.asarray(emissivity, dtype=np.float32), radiance.shape)
+    water = np.broadcast_to(np.asarray(water_vapour, dtype=np.float32), radiance.shape)
+    ok = np.isfinite(radiance) & np.isfinite(emissivity) & np.isfinite(water) & (radiance > 0)
+    out = np.full(radiance.shape, np.nan, dtype=np.float32)
+    if not ok.any():
+        return out
+    rad, eps, w = radiance[ok], emissivity[ok], water[ok]
+    if config.method == "sc":
+        ts = config.sc(rad, eps, w, validate=False)
+    elif config.method == "rte":
+        assert config.atmosphere is not None
+        tau, up, down = config.atmosphere
+        ts = rte_inverse(rad, eps, np.float32(tau), np.float32(up), np.float32(down), config.band)
+    elif config.method == "mono":
+        ts = config.mono(rad, eps, w, config.air_temperature_k)
+    else:
+        from eokit.lst.task import predict
+
+        bt = config.band.brightness_temperature(rad)
+        features = np.stack([bt, w, eps, np.full_like(bt, config.view_zenith_deg)], axis=1)
+        ts = predict(config.network, features.astype(np.float32))
+    out[ok] = ts
+    return out
+
+
+def _read_window(path: Path, window: tuple[int, int, int, int]) -> np.ndarray:
+    from eokit.core.raster import read_raster
+
+    raster = read_raster(path, window=window, bands=[1], dtype="float32", allow_empty=True)
+    data = raster.data[0].astype(np.float32)
+    data[~raster.valid] = np.nan
+    return data
+
+
+def retrieve_scene(
+    thermal: str | Path,
+    output: str | Path,
+    *,
+    config: RetrievalConfig,
+    mtl: str | Path | None = None,
+    emissivity: str | Path | float | None = None,
+    red: str | Path | None = None,
+    nir: str | Path | None = None,
+    water_vapour: str | Path | float = 2.0,
+    block: int = 1024,
+    progress: bool = True,
+    on_block: Callable[[np.ndarray], None] | None = None,
+) -> Path:
+    """Retrieve LST for a thermal raster, block by block, into a float32 COG (K, NaN = nodata).
+
+    Args:
+        thermal: Band-10 raster: Level-1 DN when ``mtl`` is given, else TOA radiance.
+        output: Output GeoTIFF (COG).
+        config: Method and its parameters.
+        mtl: MTL file (rescaling DN → radiance).
+        emissivity: Emissivity raster or one value; alternatively ``red`` + ``nir`` (NDVI-THM).
+        red: Red reflectance raster on the thermal grid.
+        nir: NIR reflectance raster on the thermal grid.
+        water_vapour: Column water vapour, g cm⁻²: one value or a raster on the thermal grid.
+        block: Block size in pixels.
+        progress: Show a tqdm bar.
+        on_block: Called with each finished LST block (for statistics).
+
+    Raises:
+        InputError: missing/misaligned inputs, bad values (emissivity outside (0, 1], negative
+            radiance, water vapour outside [0, 10]), MTL for another band/sensor.
+    """
+    from eokit.core.raster import check_aligned, open_writer, raster_info
+    from eokit.core.tiling import plan_windows
+
+    thermal = Path(thermal)
+    calibration = (
+        parse_mtl(mtl, band_number=config.band.band_number, spacecraft=config.band.sensor)
+        if mtl is not None
+        else None
+    )
+    grid, _, _ = raster_info(thermal)
+    rasters: dict[str, Path] = {}
+    if emissivity is not None and not isinstance(emissivity, int | float):
+        rasters["emissivity"] = Path(emissivity)
+    elif emissivity is None:
+        if red is None or nir is None:
+            raise InputError(
+                "give --emissivity (raster or value) or both --red and --nir",
+                parameter="emissivity",
+            )
+        rasters["red"], rasters["nir"] = Path(red), Path(nir)
+    else:
+        check_emissivity(float(emissivity))
+    if not isinstance(water_vapour, int | float):
+        rasters["water_vapour"] = Path(water_vapour)
+    else:
+        check_water_vapour(float(water_vapour))
+    grids = {str(thermal): grid}
+    for path in rasters.values():
+        grids[str(path)] = raster_info(path)[0]
+    if len(grids) > 1:
+        check_aligned(**grids)
+    windows = plan_windows(grid.height, grid.width, tile=block, overlap=0)
+    iterator: Any = windows
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(windows, desc=f"LST ({config.method})", unit="block")
+    with open_writer(
+        output, grid, 1, "float32", nodata=float("nan"), cog=True, band_names=["lst_k"]
+    ) as writer:
+        for window in iterator:
+            data = _read_window(thermal, window)
+            if calibration is not None:
+                data = data * np.float32(calibration.radiance_mult) + np.float32(
+                    calibration.radiance_add
+                )
+            check_radiance(data, name=str(thermal))
+            if "emissivity" in rasters:
+                eps: Any = _read_window(rasters["emissivity"], window)
+                check_emissivity(eps, name=str(rasters["emissivity"]))
+            elif "red" in rasters:
+                eps = ndvi_emissivity(
+                    _read_window(rasters["red"], window), _read_window(rasters["nir"], window)
+                )
+            else:
+                eps = np.float32(emissivity)
+            if "water_vapour" in rasters:
+                water: Any = _read_window(rasters["water_vapour"], window)
+                check_water_vapour(water, name=str(rasters["water_vapour"]))
+            else:
+                water = np.float32(water_vapour)
+            lst = retrieve_block(data, eps, water, config)
+            if on_block is not None:
+                on_block(lst)
+            writer.write_window(lst[None], window[0], window[1])
+    return Path(output)
