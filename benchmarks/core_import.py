@@ -54,6 +54,24 @@ def modules_after_import() -> dict[str, bool]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def modules_after_help() -> dict[str, Any]:
+    """Heavy modules and eokit sub-packages that ``eokit --help`` imports (one in-process run)."""
+    probe = (
+        "import sys, json\n"
+        "from eokit import cli\n"
+        "try:\n"
+        "    cli.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"heavy = {{m: m in sys.modules for m in {list(HEAVY)!r}}}\n"
+        "packages = sorted({'.'.join(m.split('.')[:2]) for m in sys.modules "
+        "if m.startswith('eokit.')})\n"
+        "sys.stderr.write(json.dumps({'heavy': heavy, 'eokit_packages': packages}) + '\\n')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return json.loads(out.stderr.strip().splitlines()[-1])
+
+
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     runs = 3 if args.quick else 7
@@ -66,12 +84,18 @@ def main() -> None:
         "import_torch_reference": time_command([sys.executable, "-c", "import torch"], runs),
     }
     loaded = modules_after_import()
+    help_imports = modules_after_help()
     help_s = results["eokit_help"]["median_s"]
     notes = []
     if loaded.get("torch"):
         notes.append("import eokit loads torch: lazy imports are broken")
     if help_s > TARGET_HELP_S:
-        notes.append(f"eokit --help takes {help_s:.2f} s (target about {TARGET_HELP_S} s)")
+        heavy = [m for m, present in help_imports["heavy"].items() if present]
+        notes.append(
+            f"eokit --help takes {help_s:.2f} s (target about {TARGET_HELP_S} s): it imports "
+            f"{', '.join(heavy) or 'no heavy library'} through "
+            f"{', '.join(help_imports['eokit_packages'])}"
+        )
     notes.append("2 shared CPU cores under load from other jobs; medians of fresh processes")
     payload = {
         "description": "wall time of fresh processes: python -c 'import eokit', eokit --help",
@@ -82,6 +106,7 @@ def main() -> None:
         - results["python_startup"]["median_s"],
         "heavy_modules_loaded_by_import_eokit": loaded,
         "torch_loaded_by_import_eokit": bool(loaded.get("torch")),
+        "imported_by_eokit_help": help_imports,
         "notes": notes,
         "environment": environment(),
     }
@@ -115,7 +140,8 @@ def make_figure(results: dict[str, dict[str, Any]]) -> Any:
         ax.text(i, value, f"{value:.0f} ms", ha="center", va="bottom", fontsize=9)
     ax.axhline(TARGET_HELP_S * 1000, color="k", ls="--", lw=0.8, label="1 s target (--help)")
     ax.set_xticks(range(len(keys)), [labels[k] for k in keys])
-    ax.set_ylabel("wall time (ms), median, min-max")
+    ax.set_yscale("log")
+    ax.set_ylabel("wall time (ms, log), median, min-max")
     ax.set_title("start-up time of fresh processes")
     ax.legend(fontsize=8)
     fig.tight_layout()

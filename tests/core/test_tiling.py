@@ -206,7 +206,7 @@ def test_class_map_nodata_uint8(make_geotiff, tmp_path):
 
 
 def test_streams_rows_before_the_scene_is_done(make_geotiff, tmp_path, rng, monkeypatch):
-    image = rng.normal(size=(1, 200, 48)).astype(np.float32)
+    image = rng.normal(size=(1, 600, 48)).astype(np.float32)
     source = make_geotiff(image)
     calls = {"windows": 0}
     net = small_net(1, 1)
@@ -233,11 +233,12 @@ def test_streams_rows_before_the_scene_is_done(make_geotiff, tmp_path, rng, monk
         progress=False,
         cog=False,
     )
-    total = len(plan_windows(200, 48, tile=32, overlap=8))
+    total = len(plan_windows(600, 48, tile=32, overlap=8))
     assert len(writes) > 5
-    assert writes[0][2] < total / 4  # first rows written long before the last window ran
+    # first rows written long before the last window ran (the writer thread lags by a few strips)
+    assert total >= 50 and writes[0][2] <= 12
     assert all(h <= 32 for _, h, _ in writes)
-    assert sum(h for _, h, _ in writes) == 200
+    assert sum(h for _, h, _ in writes) == 600
 
 
 # -------------------------------------------------------------------------------- bad input
@@ -268,7 +269,7 @@ def test_all_nodata_input_raises_and_writes_nothing(make_geotiff, tmp_path):
 
 def test_wrong_band_count_and_output_shape(make_geotiff, tmp_path):
     source = make_geotiff(np.ones((4, 16, 16), np.float32))
-    with pytest.raises((InputError, RuntimeError)):
+    with pytest.raises(InputError, match="4 bands but the model expects 3") as info:
         predict_raster(
             small_net(3),
             source,
@@ -277,7 +278,9 @@ def test_wrong_band_count_and_output_shape(make_geotiff, tmp_path):
             tile=8,
             overlap=2,
             progress=False,
+            expected_bands=3,
         )
+    assert str(source) in str(info.value)
     with pytest.raises(InputError, match="out_channels"):
         predict_raster(
             small_net(4),

@@ -633,6 +633,7 @@ def predict_raster(
     nodata: float | None = None,
     compress: str = "deflate",
     band_width: int = 4096,
+    expected_bands: int | None = None,
 ) -> Path:
     """Run ``model`` over GeoTIFF(s) window by window and stream the blended result to a GeoTIFF.
 
@@ -668,6 +669,8 @@ def predict_raster(
         band_width: Scenes wider than this are processed in vertical bands of this many columns
             (rounded up to the 512 px output block), so memory does not grow with the scene
             width either; windows that straddle a band edge run twice (a few % more compute).
+        expected_bands: Bands per input the model needs; a mismatch is an InputError naming the
+            file (checked before any work).
 
     Returns:
         The output path.
@@ -678,7 +681,13 @@ def predict_raster(
     """
     import rasterio
 
-    from eokit.core.raster import BLOCK_SIZE, check_aligned, open_writer, raster_info
+    from eokit.core.raster import (
+        BLOCK_SIZE,
+        check_aligned,
+        check_band_count,
+        open_writer,
+        raster_info,
+    )
 
     if isinstance(inputs, str | os.PathLike):
         paths = [Path(inputs)]
@@ -703,6 +712,9 @@ def predict_raster(
         band_width,
     )
     infos = [raster_info(p) for p in paths]
+    if expected_bands is not None:
+        for path, info in zip(paths, infos, strict=True):
+            check_band_count(len(bands) if bands is not None else info[1], expected_bands, path)
     if len(paths) > 1:
         check_aligned(**{str(p): info[0] for p, info in zip(paths, infos, strict=True)})
     grid = infos[0][0]
