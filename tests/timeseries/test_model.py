@@ -106,7 +106,6 @@ def test_embed_is_mean_of_last_layer_over_valid_dates():
 
 
 def test_scaling_maps_to_about_unit_range_and_is_saved(tmp_path):
-    pytest.importorskip("eokit.core.train")
     from eokit.timeseries.model import load_model, save_model
 
     model = _model()
@@ -126,7 +125,6 @@ def test_scaling_maps_to_about_unit_range_and_is_saved(tmp_path):
 
 
 def test_finetuned_roundtrip(tmp_path):
-    pytest.importorskip("eokit.core.train")
     from eokit.timeseries.model import load_model, save_model
 
     model = FineTunedSeriesModel(_model(), 3, class_names=["none", "conifer", "broadleaf"])

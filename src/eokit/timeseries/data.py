@@ -99,7 +99,7 @@ class SeriesData:
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(series, doy, valid) as tensors."""
         return (torch.from_numpy(np.ascontiguousarray(self.series, dtype=np.float32)),
-                torch.from_numpy(np.ascontiguousarray(self.doy, dtype=np.float32)),
+                torch.from_numpy(np.array(self.doy, dtype=np.float32)),
                 torch.from_numpy(np.ascontiguousarray(self.valid)))
 
 

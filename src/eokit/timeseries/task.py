@@ -130,12 +130,17 @@ def _make_full_task(model: FineTunedSeriesModel, loss_fn: Any, lr: float,
 
 
 def _fit(task: Any, datamodule: L.LightningDataModule, out_dir: Path, *, epochs: int, seed: int,
-         progress: bool, trainer_overrides: dict[str, Any] | None) -> None:
+         progress: bool, trainer_overrides: dict[str, Any] | None,
+         checkpoint_every_epoch: bool = True) -> None:
     from eokit.core.train import fit
 
+    extra: dict[str, Any] = {}
+    if not checkpoint_every_epoch:
+        # Short head-only runs: a checkpoint per epoch costs more than the epoch itself.
+        extra["checkpoint_every_n_steps"] = 10**9
     fit(task, datamodule, out_dir, seed=seed, trainer_overrides=trainer_overrides,
         max_epochs=epochs, progress=progress, enable_model_summary=False,
-        num_sanity_val_steps=0, log_every_n_steps=5)
+        num_sanity_val_steps=0, log_every_n_steps=5, **extra)
 
 
 # -- pretraining --------------------------------------------------------------------------------
@@ -350,7 +355,7 @@ def finetune(
         dm = SeriesDataModule(TensorDataset(features, y_tensor), None, batch_size=batch_size,
                               seed=seed)
         _fit(lt, dm, out_dir, epochs=epochs, seed=seed, progress=progress,
-             trainer_overrides=trainer_overrides)
+             trainer_overrides=trainer_overrides, checkpoint_every_epoch=False)
         account.add(0, 6.0 * head_params * lt.tokens_seen)
     else:
         if mode == "lora":
