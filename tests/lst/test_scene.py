@@ -160,3 +160,47 @@ def test_cli_writes_georeferenced_lst_cog(scene_dir, tmp_path):
         data = src.read(1)
     assert 270 < np.nanmean(data) < 320
     assert (tmp_path / "lst_cli.html").exists()
+
+
+def test_cli_simulate_and_train_with_config(tmp_path):
+    from pathlib import Path
+
+    runner = CliRunner()
+    samples = tmp_path / "samples.csv"
+    atmospheres = [
+        arg
+        for name in (
+            "tropical",
+            "midlat_summer",
+            "midlat_winter",
+            "subarctic_summer",
+            "subarctic_winter",
+            "us76",
+        )
+        for arg in ("--atmosphere", name)
+    ]
+    result = runner.invoke(
+        lst, ["simulate", *atmospheres, "--per-profile", "30", "-o", str(samples)]
+    )
+    assert result.exit_code == 0, result.output
+    assert samples.read_text().count("\n") == 6 * 30 + 1
+    config = Path(__file__).resolve().parents[2] / "configs" / "lst" / "piml.yaml"
+    result = runner.invoke(
+        lst,
+        [
+            "train",
+            "--samples",
+            str(samples),
+            "--config",
+            str(config),
+            "--epochs",
+            "1",
+            "-o",
+            str(tmp_path / "run"),
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "piml.safetensors").exists()
+    assert "test RMSE" in result.output

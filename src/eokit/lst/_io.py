@@ -14,9 +14,9 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; rename it onto ``path`` on success."""
     try:
         from eokit.core.raster import atomic_write as core_atomic_write
-    except ImportError:
-        core_atomic_write = None
-    if core_atomic_write is not None:
+    except ImportError:  # pragma: no cover - core.raster is part of eokit
+        pass
+    else:
         with core_atomic_write(path) as tmp:
             yield Path(tmp)
         return

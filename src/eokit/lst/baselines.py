@@ -49,7 +49,8 @@ class SingleChannel:
         """ψ1, ψ2, ψ3 at column water vapour w (g cm⁻²)."""
         w = np.asarray(water_vapour)
         c = self.coefficients.astype(w.dtype if w.dtype.kind == "f" else np.float64)
-        return tuple(c[i, 0] * w * w + c[i, 1] * w + c[i, 2] for i in range(3))  # type: ignore[return-value]
+        psi1, psi2, psi3 = (c[i, 0] * w * w + c[i, 1] * w + c[i, 2] for i in range(3))
+        return psi1, psi2, psi3
 
     def __call__(
         self,

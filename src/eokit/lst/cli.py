@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -255,6 +256,41 @@ def scene(out_dir: Path, size: int, seed: int, atmosphere: str, spacecraft: str)
     click.echo("\n".join(f"{k}: {v}" for k, v in paths.items()))
 
 
+def _train_settings(path: Path | None) -> dict[str, Any]:
+    """Training settings from a configs/lst YAML (model/task init_args, trainer.max_epochs)."""
+    settings: dict[str, Any] = {
+        "kind": "piml",
+        "epochs": 40,
+        "hidden": 64,
+        "layers": 3,
+        "rte_weight": 0.5,
+        "atm_weight": 0.1,
+        "lr": 3e-3,
+    }
+    if path is None:
+        return settings
+    from eokit.core.errors import ConfigError
+    from eokit.core.train import load_yaml_config
+
+    config = load_yaml_config(path)
+    model = config.get("model", {})
+    class_path = str(model.get("class_path", "eokit.lst.model.PhysicsInformedLST"))
+    kinds = {"PhysicsInformedLST": "piml", "MLPLST": "mlp"}
+    if class_path.rsplit(".", 1)[-1] not in kinds:
+        raise ConfigError(
+            f"{path}: model.class_path must be eokit.lst.model.PhysicsInformedLST "
+            f"or eokit.lst.model.MLPLST, got {class_path}"
+        )
+    settings["kind"] = kinds[class_path.rsplit(".", 1)[-1]]
+    for source in (model.get("init_args", {}), config.get("task", {}).get("init_args", {})):
+        for key, value in (source or {}).items():
+            if key not in settings:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            settings[key] = value
+    settings["epochs"] = int(config.get("trainer", {}).get("max_epochs", settings["epochs"]))
+    return settings
+
+
 @lst.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option(
     "--samples",
@@ -262,8 +298,14 @@ def scene(out_dir: Path, size: int, seed: int, atmosphere: str, spacecraft: str)
     required=True,
     help="CSV written by 'eokit lst simulate'.",
 )
-@click.option("--kind", type=click.Choice(["piml", "mlp"]), default="piml", show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="YAML config (configs/lst/*.yaml): model, task weights, epochs.",
+)
+@click.option("--kind", type=click.Choice(["piml", "mlp"]), help="Model (default piml).")
+@click.option("--epochs", type=int, help="Epochs (default 40).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/checkpoints/last.ckpt.")
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), required=True)
@@ -271,8 +313,9 @@ def scene(out_dir: Path, size: int, seed: int, atmosphere: str, spacecraft: str)
 def train(
     ctx: click.Context,
     samples: Path,
-    kind: str,
-    epochs: int,
+    config_path: Path | None,
+    kind: str | None,
+    epochs: int | None,
     seed: int,
     resume: bool,
     out_dir: Path,
@@ -289,6 +332,9 @@ def train(
     from eokit.lst.task import predict, train_retrieval
 
     overrides = parse_trainer_overrides(ctx.args)
+    settings = _train_settings(config_path)
+    kind = kind or settings["kind"]
+    epochs = epochs or settings["epochs"]
     data = read_samples_csv(samples)
     profile_ids = data.profile_index
     unique, inverse = np.unique(profile_ids, return_inverse=True)
@@ -305,6 +351,11 @@ def train(
         seed=seed,
         prior=prior,
         resume=resume,
+        hidden=settings["hidden"],
+        layers=settings["layers"],
+        rte_weight=settings["rte_weight"],
+        atm_weight=settings["atm_weight"],
+        lr=settings["lr"],
         trainer_overrides=overrides,
     )
     test = data.subset(split == 2)

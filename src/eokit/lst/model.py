@@ -30,6 +30,9 @@ def _mlp(inputs: int, hidden: int, layers: int, outputs: int) -> nn.Sequential:
 class _Normalised(nn.Module):
     """Holds input mean/std buffers (set from training data with :meth:`set_normalisation`)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, features: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(features))
@@ -61,6 +64,8 @@ class PhysicsInformedLST(_Normalised):
         prior: (3, 3) ψ-coefficients (rows ψ1..3, columns w², w, 1) for the first guess.
     """
 
+    prior: torch.Tensor
+
     def __init__(
         self,
         hidden: int = 64,
@@ -71,8 +76,10 @@ class PhysicsInformedLST(_Normalised):
         super().__init__(4)
         self.band = band if band is not None else get_band("L8_B10")
         self.net = _mlp(4, hidden, layers, 3)
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        last = self.net[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
         from eokit.lst.baselines import JM2014_L8_B10
 
         coefficients = JM2014_L8_B10 if prior is None else prior
@@ -135,5 +142,5 @@ class PixelwiseLST(nn.Module):
         """Apply the network to every pixel."""
         b, c, h, w = x.shape
         flat = x.permute(0, 2, 3, 1).reshape(-1, c)
-        ts = self.network(flat)["ts"]
+        ts: torch.Tensor = self.network(flat)["ts"]
         return ts.reshape(b, h, w).unsqueeze(1)

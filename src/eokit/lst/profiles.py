@@ -548,21 +548,17 @@ def concatenate(batches: list[Profiles]) -> Profiles:
         raise InputError(
             f"profile batches have different level counts {sorted(levels)}", parameter="profiles"
         )
-    return Profiles(
-        *(
-            np.concatenate([getattr(b, name) for b in batches])
-            for name in (
-                "pressure_hpa",
-                "temperature_k",
-                "h2o",
-                "o3",
-                "surface_temperature_k",
-                "ids",
-                "latitude",
-            )
-        ),
-        source="+".join(b.source for b in batches),
+    names = (
+        "pressure_hpa",
+        "temperature_k",
+        "h2o",
+        "o3",
+        "surface_temperature_k",
+        "ids",
+        "latitude",
     )
+    arrays = {name: np.concatenate([getattr(b, name) for b in batches]) for name in names}
+    return Profiles(**arrays, source="+".join(b.source for b in batches))
 
 
 def tigr_airmass(ids: np.ndarray) -> np.ndarray:

@@ -106,6 +106,11 @@ class BandRTModel(nn.Module):
         params: Parameter dict (see :data:`PARAM_NAMES`); default the bundled fitted values.
     """
 
+    wavelength_um: torch.Tensor
+    weights: torch.Tensor
+    self_shape: torch.Tensor
+    ozone_shape: torch.Tensor
+
     def __init__(
         self, band: Band | None = None, *, bins: int = 16, params: dict[str, float] | None = None
     ) -> None:
@@ -223,13 +228,14 @@ class BandRTModel(nn.Module):
             return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
 
         zenith = torch.as_tensor(np.asarray(view_zenith_deg, dtype=np.float64))
-        return self(
+        result: Atmosphere = self(
             as_t(profiles.pressure_hpa),
             as_t(profiles.temperature_k),
             as_t(profiles.h2o),
             as_t(profiles.o3),
             zenith,
         )
+        return result
 
     def toa_radiance(
         self,
@@ -252,9 +258,10 @@ class BandRTModel(nn.Module):
         emissivity: torch.Tensor | float,
     ) -> torch.Tensor:
         """TOA brightness temperature (K) through the band's Planck inverse."""
-        return self.band.brightness_temperature(
+        bt: torch.Tensor = self.band.brightness_temperature(
             self.toa_radiance(atmosphere, surface_temperature_k, emissivity)
         )
+        return bt
 
 
 def rte_forward(

@@ -146,12 +146,12 @@ def fit_parameters(
             for value, target, scale in zip(psi, psi_targets, psi_scales, strict=True):
                 loss = loss + (((value - target) / scale) ** 2).mean()
         loss = loss + prior_weight * ((model.theta - prior) ** 2).sum()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         assert model.theta.grad is not None
         model.theta.grad.mul_(mask)
         return loss
 
-    optimizer.step(closure)
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
     with torch.no_grad():
         bt_err = torch.cat(
             [simulate_reference(model, r)[0] - t[0] for r, t in zip(refs, targets, strict=True)]

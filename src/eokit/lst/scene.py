@@ -173,6 +173,7 @@ def retrieve_block(
         tau, up, down = config.atmosphere
         ts = rte_inverse(rad, eps, np.float32(tau), np.float32(up), np.float32(down), config.band)
     elif config.method == "mono":
+        assert config.air_temperature_k is not None
         ts = config.mono(rad, eps, w, config.air_temperature_k)
     else:
         from eokit.lst.task import predict
@@ -188,7 +189,7 @@ def _read_window(path: Path, window: tuple[int, int, int, int]) -> np.ndarray:
     from eokit.core.raster import read_raster
 
     raster = read_raster(path, window=window, bands=[1], dtype="float32", allow_empty=True)
-    data = raster.data[0].astype(np.float32)
+    data: np.ndarray = raster.data[0].astype(np.float32)
     data[~raster.valid] = np.nan
     return data
 
@@ -281,12 +282,12 @@ def retrieve_scene(
                     _read_window(rasters["red"], window), _read_window(rasters["nir"], window)
                 )
             else:
-                eps = np.float32(emissivity)
+                eps = np.float32(emissivity)  # type: ignore[arg-type]
             if "water_vapour" in rasters:
                 water: Any = _read_window(rasters["water_vapour"], window)
                 check_water_vapour(water, name=str(rasters["water_vapour"]))
             else:
-                water = np.float32(water_vapour)
+                water = np.float32(water_vapour)  # type: ignore[arg-type]
             lst = retrieve_block(data, eps, water, config)
             if on_block is not None:
                 on_block(lst)

@@ -150,8 +150,8 @@ def train_retrieval(
         "hidden": str(hidden),
         "layers": str(layers),
         "features": ",".join(FEATURES),
-        "band": getattr(network, "band", None).name if kind == "piml" else "L8_B10",
-    }  # type: ignore[union-attr]
+        "band": network.band.name if isinstance(network, PhysicsInformedLST) else "L8_B10",
+    }
     save_weights(network, out_dir / f"{kind}.safetensors", metadata=meta)
     return network
 
