@@ -380,3 +380,13 @@ def test_wide_raster_is_written_in_block_aligned_bands(make_geotiff, tmp_path, r
     )
     assert sorted({(c, w) for _, c, w in writes}) == [(0, 512), (512, 512), (1024, 276)]
     np.testing.assert_allclose(read_raster(out).data, whole(net, image), atol=1e-4)
+
+
+def test_no_sliver_band_at_the_right_edge():
+    from eokit.core.tiling import _plan_bands
+
+    cols = sorted({w[1] for w in plan_windows(64, 1100, tile=64, overlap=16)})
+    bands = _plan_bands(1100, cols, 64, 512)
+    assert [(b.out_start, b.out_stop) for b in bands] == [(0, 512), (512, 1100)]
+    cols = sorted({w[1] for w in plan_windows(64, 1300, tile=64, overlap=16)})
+    assert len(_plan_bands(1300, cols, 64, 512)) == 3

@@ -391,9 +391,12 @@ def _plan_bands(width: int, col_starts: list[int], win_w: int, band_width: int) 
     """Split the columns at multiples of ``band_width`` (block-aligned output, bounded memory).
 
     A band runs every window that overlaps its output columns, so blending is identical to a
-    single full-width pass; windows straddling a cut run twice (once per band).
+    single full-width pass; windows straddling a cut run twice (once per band). A remainder
+    narrower than a quarter band joins the last band (bands are at most 1.25 x band_width).
     """
     cuts = list(range(0, width, band_width)) + [width]
+    if len(cuts) > 2 and cuts[-1] - cuts[-2] < band_width // 4:
+        del cuts[-2]  # no sliver band at the right edge: the last band absorbs it
     bands = []
     for out_start, out_stop in zip(cuts[:-1], cuts[1:], strict=True):
         cols = [c for c in col_starts if c < out_stop and c + win_w > out_start]
