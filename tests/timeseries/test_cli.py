@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
 from eokit.cli import main
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "timeseries" / "pretrain_tiny_cpu.yaml"
 
 
 def _run(argv, capsys):
@@ -29,7 +32,7 @@ def test_cli_pipeline(tmp_path, capsys):
     assert code == 0, err
     run = tmp_path / "run"
     code, out, err = _run(["timeseries", "pretrain", str(sim / "stack"), "--out", str(run),
-                           "--size", "tiny", "--epochs", "1", "--batch-size", "64",
+                           "--config", str(CONFIG), "--epochs", "1", "--batch-size", "64",
                            "--trainer.enable_progress_bar", "false"], capsys)
     assert code == 0, err
     assert "pretraining:" in out and (run / "backbone.safetensors").is_file()
@@ -42,6 +45,8 @@ def test_cli_pipeline(tmp_path, capsys):
     assert "% of pretraining" in out
     from eokit.timeseries.model import load_model
 
+    backbone, _ = load_model(run / "backbone.safetensors")
+    assert backbone.config.d_model == 32 and backbone.config.n_layers == 2  # from the config
     model, meta = load_model(run / "ft" / "model.safetensors")
     assert meta["compute"]["flops_ratio"] > 0
     assert meta["compute"]["pretraining"]["tokens"] > meta["compute"]["finetuning"]["tokens"]

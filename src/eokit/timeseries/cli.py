@@ -73,25 +73,45 @@ def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--max-pixels", type=int, default=None, help="Random subset of pixels.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="YAML with model (class_path/init_args), pretrain and trainer sections.")
 @click.option("--seed", default=0, show_default=True)
 @click.pass_context
 def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
              features: str | None, valid_mask: str | None, invalid_mask: str | None,
              model_size: str, epochs: int, batch_size: int, lr: float, max_pixels: int | None,
-             seed: int) -> None:
+             config_path: Path | None, seed: int) -> None:
     """Pretrain a backbone by next-token prediction on INPUT_PATH's unlabelled series.
 
     Writes OUT/backbone.safetensors (weights, config, band scaling, compute account).
     """
-    from eokit.core.train import parse_trainer_overrides
-    from eokit.timeseries.model import save_model
+    from eokit.core.train import instantiate, load_yaml_config, parse_trainer_overrides
+    from eokit.timeseries.model import SeriesModelConfig, save_model
     from eokit.timeseries.task import pretrain as run_pretrain
 
     overrides = parse_trainer_overrides(ctx.args)
     data = _read(input_path, layout, _reader_options(features, valid_mask, invalid_mask))
-    backbone, account = run_pretrain(data, out_dir, size=model_size, epochs=epochs,
-                                     batch_size=batch_size, lr=lr, max_pixels=max_pixels,
-                                     seed=seed, trainer_overrides=overrides)
+    config = None
+    if config_path is not None:
+        spec = load_yaml_config(config_path)
+        if "model" in spec:
+            config = instantiate(spec["model"], expected=SeriesModelConfig,
+                                 in_bands=data.n_bands, band_names=list(data.band_names))
+        settings = spec.get("pretrain") or {}
+
+        def from_config(name: str, value: Any) -> Any:
+            # Options typed on the command line win over the config file.
+            explicit = ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+            return value if explicit or name not in settings else type(value)(settings[name])
+
+        epochs = from_config("epochs", epochs)
+        batch_size = from_config("batch_size", batch_size)
+        lr = from_config("lr", lr)
+        overrides = {**(spec.get("trainer") or {}), **overrides}
+    backbone, account = run_pretrain(data, out_dir, size=model_size, config=config,
+                                     epochs=epochs, batch_size=batch_size, lr=lr,
+                                     max_pixels=max_pixels, seed=seed,
+                                     trainer_overrides=overrides)
     path = save_model(backbone, out_dir / "backbone.safetensors",
                       extra={"compute": {"pretraining": account.as_dict()},
                              "source": str(input_path), "seed": str(seed)})
@@ -112,7 +132,8 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.option("--task", type=click.Choice(["classification", "regression"]),
               default="classification", show_default=True)
 @click.option("--label-fraction", default=0.03, show_default=True,
-              help="Fraction of labelled pixels used for training (random, seeded).")
+              help="Training pixels as a fraction of ALL input pixels, drawn at random (seeded) "
+                   "among the labelled ones.")
 @click.option("--mode", type=click.Choice(["head", "lora"]), default="head", show_default=True)
 @click.option("--epochs", default=60, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)

@@ -150,6 +150,7 @@ def pretrain(
     *,
     size: str = "small",
     config_overrides: dict[str, Any] | None = None,
+    config: SeriesModelConfig | None = None,
     epochs: int = 5,
     batch_size: int = 256,
     lr: float = 2e-3,
@@ -167,6 +168,7 @@ def pretrain(
         out_dir: Lightning logs and checkpoints go here.
         size: Named size (:data:`~eokit.timeseries.model.MODEL_SIZES`).
         config_overrides: Fields of :class:`SeriesModelConfig` to override.
+        config: A full architecture instead of ``size`` (its ``in_bands`` must match the data).
         epochs: Passes over the pixels.
         batch_size: Pixels per batch.
         lr: AdamW learning rate.
@@ -194,7 +196,13 @@ def pretrain(
     train_idx, val_idx = np.sort(order[n_val:]), np.sort(order[:n_val])
     overrides = {"max_len": max(256, data.n_dates), "band_names": list(data.band_names),
                  **(config_overrides or {})}
-    config = SeriesModelConfig.from_size(size, data.n_bands, **overrides)
+    if config is None:
+        config = SeriesModelConfig.from_size(size, data.n_bands, **overrides)
+    elif config.in_bands != data.n_bands:
+        raise InputError(f"config has in_bands={config.in_bands} but the data have "
+                         f"{data.n_bands} bands", parameter="config")
+    if config.band_names is None:
+        config.band_names = list(data.band_names)
     model = PixelSeriesTransformer(config)
     train = data.subset(train_idx)
     model.set_scaling(train.series, train.valid)
