@@ -93,8 +93,23 @@ def test_add_domain_copies_source_and_switches():
         model.add_domain("a")
 
 
-def test_icm_can_suppress_change():
+def test_icm_gates_the_adapter():
     model = build_canet(["a"], in_channels=3).eval()
+    x, y = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    blocks = [m for m in model.modules() if isinstance(m, DomainAdapterBlock)]
+    reference = model(x, y).detach()
+    with torch.no_grad():
+        for block in blocks:
+            block.adapters[0].up.weight.normal_(0, 0.5)  # a non-trivial adapter
+    assert not torch.allclose(model(x, y), reference, atol=1e-4)
+    with torch.no_grad():
+        for block in blocks:
+            block.icms[0].net[2].bias.fill_(-30.0)  # ICM closed everywhere: adapter has no say
+    assert torch.allclose(model(x, y), reference, atol=1e-4)
+
+
+def test_icm_on_output_can_suppress_change():
+    model = build_canet(["a"], in_channels=3, icm_output=True).eval()
     x, y = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     open_probability = torch.sigmoid(model(x, y)).mean()
     blocks = [m for m in model.modules() if isinstance(m, DomainAdapterBlock)]

@@ -101,7 +101,7 @@ def _loaders(train: list[Any], val: list[Any], *, batch_size: int, seed: int) ->
 
     sampler = DomainGroupedBatchSampler([len(d) for d in train], batch_size, seed=seed,
                                         balance=True)
-    train_loader = DataLoader(ConcatDataset(train), batch_sampler=sampler,
+    train_loader: DataLoader[Any] = DataLoader(ConcatDataset(train), batch_sampler=sampler,
                               collate_fn=collate_pairs)
     val_loaders = [DataLoader(d, batch_size=1, collate_fn=collate_pairs) for d in val]
     return train_loader, val_loaders or None
@@ -122,7 +122,7 @@ def _trainer(out_dir: Path, config: dict[str, Any], overrides: dict[str, Any]) -
     settings["use_distributed_sampler"] = False
     settings.setdefault("default_root_dir", str(out_dir))
     settings.setdefault("enable_checkpointing", True)
-    callbacks = [
+    callbacks: list[Any] = [
         lightning.pytorch.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints",
                                                     save_last=True)
     ]
@@ -184,7 +184,7 @@ def _run_training(
         adapt_domain=domain,
         lr=float(train_cfg.get("lr", 2e-3)),
         weight_decay=float(train_cfg.get("weight_decay", 1e-4)),
-        dice_weight=float(train_cfg.get("dice_weight", 0.5)),
+        dice_weight=float(train_cfg.get("dice_weight", 1.0)),
     )
     train_loader, val_loaders = _loaders(train, val, batch_size=int(train_cfg.get("batch_size", 8)),
                                          seed=seed)

@@ -265,7 +265,7 @@ def read_label(path: Path, label_mode: str = "auto") -> np.ndarray:
         )
     if mode == "0-255":
         values = np.where(values == 255, 1, 0)
-    return values.astype(np.int64)
+    return np.asarray(values, dtype=np.int64)
 
 
 def read_pair(
@@ -375,7 +375,7 @@ class ChangeDataset(Dataset):  # type: ignore[type-arg]
             sample = read_pair(item, label_mode=self.label_mode, bands=self.bands)
             sample["name"] = item.name
         else:
-            sample = dict(item)
+            sample = dict(item)  # type: ignore[call-overload]
             sample.setdefault("name", f"pair_{index}")
             sample.setdefault("valid", np.ones(np.asarray(sample["image_a"]).shape[-2:], bool))
         if self.cache:

@@ -40,20 +40,20 @@ def add_demo_section(report: Any, out_dir: Path, *, quick: bool, seed: int) -> N
     out = Path(out_dir) / "change"
     out.mkdir(parents=True, exist_ok=True)
     domains = ["sim_buildings", "sim_landcover"]
-    count, steps, size = (6, 30, 48) if quick else (24, 200, 64)
+    count, steps, size = (4, 20, 40) if quick else (24, 200, 64)
     train = [
         ChangeDataset(simulated_pairs(name, count=count, size=size, seed=seed), domain=i,
                       augment=True, crop=32 if quick else 48)
         for i, name in enumerate(domains)
     ]
-    loader = DataLoader(
+    loader: DataLoader[Any] = DataLoader(
         ConcatDataset(train),
         batch_sampler=DomainGroupedBatchSampler([len(d) for d in train], 4, seed=seed),
         collate_fn=collate_pairs,
     )
     model = build_canet(domains, in_channels=6)
     timing = train_steps(model, loader, steps=steps, lr=5e-3)
-    pair = change_pair(96 if quick else 160, seed=seed + 4242, domain="sim_buildings")
+    pair = change_pair(64 if quick else 160, seed=seed + 4242, domain="sim_buildings")
     paths = {
         "A": write_raster(out / "A.tif", pair.image_a, pair.grid),
         "B": write_raster(out / "B.tif", pair.image_b, pair.grid),

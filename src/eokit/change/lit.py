@@ -42,7 +42,7 @@ class ChangeTask(lightning.LightningModule):
         adapt_domain: str | None = None,
         lr: float = 2e-3,
         weight_decay: float = 1e-4,
-        dice_weight: float = 0.5,
+        dice_weight: float = 1.0,
         val_domains: Sequence[str] = (),
     ) -> None:
         super().__init__()

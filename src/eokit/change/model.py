@@ -72,7 +72,10 @@ class Fusion(nn.Module):
 
     def forward(self, feature_a: torch.Tensor, feature_b: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) x2 -> (B, C_out, h, w)."""
-        return self.block(torch.cat([feature_a, feature_b, (feature_a - feature_b).abs()], dim=1))
+        fused: torch.Tensor = self.block(
+            torch.cat([feature_a, feature_b, (feature_a - feature_b).abs()], dim=1)
+        )
+        return fused
 
 
 class DecoderBlock(nn.Module):
@@ -86,7 +89,8 @@ class DecoderBlock(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """Decode ``x`` (coarser) with ``skip`` (finer)."""
         x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.conv2(self.conv1(torch.cat([x, skip], dim=1)))
+        out: torch.Tensor = self.conv2(self.conv1(torch.cat([x, skip], dim=1)))
+        return out
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -146,8 +150,9 @@ class SiameseTimmUNet(nn.Module):
             ) from None
         self.in_channels = in_channels
         self.backbone = backbone
-        channels = list(self.encoder.feature_info.channels())
-        self.reduction = max(self.encoder.feature_info.reduction())
+        info: Any = self.encoder.feature_info
+        channels = [int(c) for c in info.channels()]
+        self.reduction = int(max(info.reduction()))
         self.fusions = nn.ModuleList(Fusion(c) for c in channels)
         self.input_fusion = nn.Sequential(
             _conv_bn_relu(3 * in_channels, input_channels), _conv_bn_relu(input_channels,
@@ -233,7 +238,8 @@ class SiameseUNet(nn.Module):
         x = diffs[-1]
         for block, skip in zip(self.decoder, reversed(diffs[:-1]), strict=True):
             x = block(x, skip)
-        return self.head(x)[..., : size[0], : size[1]]
+        logits: torch.Tensor = self.head(x)
+        return logits[..., : size[0], : size[1]]
 
 
 class InterestingChangeMask(nn.Module):
@@ -250,12 +256,14 @@ class InterestingChangeMask(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, 1, 1),
         )
-        nn.init.zeros_(self.net[2].weight)
-        nn.init.constant_(self.net[2].bias, 3.0)
+        last: Any = self.net[2]
+        nn.init.zeros_(last.weight)
+        nn.init.constant_(last.bias, 3.0)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) -> gate logits (B, 1, h, w)."""
-        return self.net(features)
+        logits: torch.Tensor = self.net(features)
+        return logits
 
 
 class DomainAdapterBlock(nn.Module):
@@ -294,8 +302,8 @@ class DomainAdapterBlock(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Run the wrapped block, then the active domain's gated adapter."""
-        out = self.inner(*args, **kwargs)
-        delta = self.adapters[self.domain](out) - out  # BottleneckAdapter is residual
+        out: torch.Tensor = self.inner(*args, **kwargs)
+        delta: torch.Tensor = self.adapters[self.domain](out) - out  # the adapter is residual
         if self.use_icm:
             logits = self.icms[self.domain](out)
             self.last_icm_logits = logits
@@ -317,7 +325,8 @@ class DomainHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the active domain's head."""
-        return self.heads[self.domain](x)
+        out: torch.Tensor = self.heads[self.domain](x)
+        return out
 
 
 def _log1mexp(log_p: torch.Tensor) -> torch.Tensor:
@@ -340,6 +349,9 @@ class CANet(nn.Module):
         head: Name of the head module (default ``base.head_name`` or ``"head"``).
         adapter_reduction: Bottleneck reduction of the adapters.
         use_icm: Use the interesting change region mask (False = plain adapters).
+        icm_output: Also multiply the change probability by the finest ICM. Off by default: in
+            ``benchmarks/change_domains.py`` this product collapsed the dataset with the fewest
+            labelled changes to "no change"; gating the adapters only did not.
         domain_bn: One BN per dataset (False = shared BN).
         base_config: Constructor arguments of ``base`` (recorded in checkpoints).
 
@@ -357,6 +369,7 @@ class CANet(nn.Module):
         head: str | None = None,
         adapter_reduction: int = 4,
         use_icm: bool = True,
+        icm_output: bool = False,
         domain_bn: bool = True,
         base_config: dict[str, Any] | None = None,
     ) -> None:
@@ -366,6 +379,7 @@ class CANet(nn.Module):
             raise InputError(f"need unique dataset names, got {domains}", parameter="domains")
         self.domains = domains
         self.use_icm = use_icm
+        self.icm_output = icm_output
         self.domain_bn = domain_bn
         self.adapter_reduction = adapter_reduction
         self.base_config = dict(base_config or {})
@@ -374,10 +388,11 @@ class CANet(nn.Module):
         if in_channels is None:
             raise InputError("the base model needs an 'in_channels' attribute", parameter="base")
         self.in_channels = int(in_channels)
-        points = list(adapter_points or getattr(base, "adapter_points", ()))
+        default_points: Sequence[str] = getattr(base, "adapter_points", ())
+        points = [str(p) for p in (adapter_points or default_points)]
         if not points:
             raise InputError("name at least one block to adapt", parameter="adapter_points")
-        head_name = head or getattr(base, "head_name", "head")
+        head_name = str(head or getattr(base, "head_name", "head"))
         channels = self._probe_channels(base, points)
         if domain_bn:
             convert_to_domain_bn(base, len(domains))
@@ -476,8 +491,18 @@ class CANet(nn.Module):
         self.domains.append(name)
         return len(self.domains) - 1
 
-    def domain_parameter_patterns(self, domain: str | int) -> list[str]:
-        """Regexes matching the parameter/buffer names owned by one dataset."""
+    def domain_parameter_patterns(
+        self, domain: str | int, *, encoder_bn: bool = True
+    ) -> list[str]:
+        """Regexes matching the parameter/buffer names owned by one dataset.
+
+        Args:
+            domain: Dataset name or index.
+            encoder_bn: Include the dataset's BN layers before the decoder (``base.encoder``,
+                ``base.fusions``, ``base.input_fusion``). False: only the BNs of the decoder;
+                the earlier per-dataset BN statistics still adapt in train mode, but no gradient
+                has to flow through the encoder and fusion.
+        """
         k = self.domain_index(domain)
         patterns = [
             rf"(^|\.)adapters\.{k}\.",
@@ -485,7 +510,8 @@ class CANet(nn.Module):
             rf"(^|\.)heads\.{k}\.",
         ]
         if self.domain_bn:
-            patterns.append(rf"(^|\.)bns\.{k}\.")
+            prefix = "" if encoder_bn else r"^(?!base\.(encoder|fusions|input_fusion)\.)"
+            patterns.append(rf"{prefix}.*(^|\.)bns\.{k}\.")
         return patterns
 
     def domain_parameter_names(self, domain: str | int) -> list[str]:
@@ -508,14 +534,14 @@ class CANet(nn.Module):
             digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
         return digest.hexdigest()[:16]
 
-    @property
-    def icm_logits(self) -> list[torch.Tensor]:
-        """ICM gate logits of the last forward pass, coarse to fine (empty without ICM)."""
-        return [
-            m.last_icm_logits
-            for m in self.base.modules()
-            if isinstance(m, DomainAdapterBlock) and m.last_icm_logits is not None
-        ]
+    def _collect_icm_logits(self) -> list[torch.Tensor]:
+        """ICM logits of the running forward pass (coarse to fine); clears them in the blocks."""
+        gates = []
+        for module in self.base.modules():
+            if isinstance(module, DomainAdapterBlock) and module.last_icm_logits is not None:
+                gates.append(module.last_icm_logits)
+                module.last_icm_logits = None  # no graph kept on the module (deepcopy-safe)
+        return gates
 
     def forward(
         self, image_a: torch.Tensor, image_b: torch.Tensor, domain: str | int | None = None
@@ -526,9 +552,11 @@ class CANet(nn.Module):
         for module in self.base.modules():
             if isinstance(module, DomainAdapterBlock):
                 module.last_icm_logits = None
-        logits = self.base(image_a, image_b)
-        if self.use_icm:
-            gates = self.icm_logits
+        logits: torch.Tensor = self.base(image_a, image_b)
+        gates = self._collect_icm_logits()
+        #: Detached ICM gate logits of the last forward pass, coarse to fine (for display).
+        self.last_icm_logits = [gate.detach() for gate in gates]
+        if self.use_icm and self.icm_output:
             if gates:
                 # p = sigmoid(head) * ICM_finest: the mask can only remove change the dataset
                 # does not label; back to a logit so the loss stays BCE-with-logits.
@@ -558,6 +586,7 @@ def build_canet(
     widths: Sequence[int] = (16, 32, 64),
     adapter_reduction: int = 4,
     use_icm: bool = True,
+    icm_output: bool = False,
     domain_bn: bool = True,
 ) -> CANet:
     """Build a CANet around ``SiameseTimmUNet`` (``architecture="timm_unet"``) or ``SiameseUNet``.
@@ -577,12 +606,14 @@ def build_canet(
             f"unknown architecture {architecture!r}; use timm_unet or siamese_unet",
             parameter="architecture",
         )
-    config.update(adapter_reduction=adapter_reduction, use_icm=use_icm, domain_bn=domain_bn)
+    config.update(adapter_reduction=adapter_reduction, use_icm=use_icm, icm_output=icm_output,
+                  domain_bn=domain_bn)
     return CANet(
         base,
         domains,
         adapter_reduction=adapter_reduction,
         use_icm=use_icm,
+        icm_output=icm_output,
         domain_bn=domain_bn,
         base_config=config,
     )

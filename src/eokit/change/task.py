@@ -50,7 +50,7 @@ MODEL_FORMAT = "eokit.change.canet/1"
 
 # ----------------------------------------------------------------------------------- losses
 def change_loss(
-    logits: torch.Tensor, mask: torch.Tensor, *, dice_weight: float = 0.5
+    logits: torch.Tensor, mask: torch.Tensor, *, dice_weight: float = 1.0
 ) -> torch.Tensor:
     """BCE-with-logits + soft Dice on the change class; pixels labelled 255 are ignored.
 
@@ -127,8 +127,16 @@ def evaluate(
 
 
 # ------------------------------------------------------------------------------ adaptation
-def prepare_adapt(model: CANet, domain: str, *, init_from: str | int = 0) -> dict[str, Any]:
+def prepare_adapt(
+    model: CANet, domain: str, *, init_from: str | int = 0, encoder_bn_affine: bool = False
+) -> dict[str, Any]:
     """Get ``model`` ready to learn ``domain`` alone: add it if new, freeze everything else.
+
+    Trainable: the dataset's adapters, ICMs, head and the affine parameters of its decoder BNs
+    (all its BNs with ``encoder_bn_affine``). The per-dataset BN *statistics* of the encoder and
+    fusion layers always adapt (train mode); leaving their affine parameters frozen means no
+    gradient flows through the encoder, which is what makes an adapter step cheaper than a
+    fine-tuning step.
 
     Shared BN layers (models built with ``domain_bn=False``) are put in eval mode by
     :func:`train_steps`/``ChangeTask`` so their statistics stay those of the shared model.
@@ -140,7 +148,7 @@ def prepare_adapt(model: CANet, domain: str, *, init_from: str | int = 0) -> dic
 
     if domain not in model.domains:
         model.add_domain(domain, init_from=init_from)
-    freeze_all_but(model, model.domain_parameter_patterns(domain))
+    freeze_all_but(model, model.domain_parameter_patterns(domain, encoder_bn=encoder_bn_affine))
     model.set_domain(domain)
     report = trainable_parameter_report(
         model,
@@ -174,7 +182,7 @@ def train_steps(
     steps: int,
     lr: float = 2e-3,
     weight_decay: float = 1e-4,
-    dice_weight: float = 0.5,
+    dice_weight: float = 1.0,
     progress: bool = False,
 ) -> dict[str, float]:
     """Plain training loop (AdamW over trainable parameters) for ``steps`` batches.
@@ -183,7 +191,7 @@ def train_steps(
     building a Lightning trainer per configuration would dominate the run time.
 
     Returns:
-        ``{"steps", "seconds", "seconds_per_step", "final_loss"}``.
+        ``{"steps", "seconds", "seconds_per_step", "median_step_seconds", "final_loss"}``.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -195,6 +203,7 @@ def train_steps(
     model.train()
     _freeze_shared_bn(model)
     losses: list[float] = []
+    step_seconds: list[float] = []
     iterator = _cycle(batches)
     bar = None
     if progress:
@@ -204,14 +213,16 @@ def train_steps(
     start = time.perf_counter()
     for _ in range(steps):
         batch = next(iterator)
+        tick = time.perf_counter()
         model.set_domain(int(batch["domain"]))
         logits = model(batch["image_a"], batch["image_b"])
         loss = change_loss(logits, batch["mask"], dice_weight=dice_weight)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         scheduler.step()
         losses.append(float(loss.detach()))
+        step_seconds.append(time.perf_counter() - tick)
         if bar is not None:
             bar.update(1)
     seconds = time.perf_counter() - start
@@ -221,6 +232,8 @@ def train_steps(
         "steps": steps,
         "seconds": seconds,
         "seconds_per_step": seconds / max(steps, 1),
+        # Median of forward+backward+update times: robust to other load on a shared machine.
+        "median_step_seconds": float(np.median(step_seconds)) if step_seconds else float("nan"),
         "final_loss": float(np.mean(losses[-10:])) if losses else float("nan"),
     }
 

@@ -151,12 +151,14 @@ class ChangePair:
     domain: ChangeDomain
 
 
-def _blobs(rng: np.random.Generator, shape: tuple[int, int], sigma: float, quantile: float):
+def _blobs(
+    rng: np.random.Generator, shape: tuple[int, int], sigma: float, quantile: float
+) -> tuple[np.ndarray, int]:
     """Connected random blobs: thresholded smooth noise, labelled components."""
     noise = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
     mask = noise > np.quantile(noise, quantile)
     labels, count = ndimage.label(mask)
-    return labels, count
+    return np.asarray(labels), int(count)
 
 
 def _pick_blobs(
@@ -177,7 +179,7 @@ def _pick_blobs(
         region = (labels == index) & allowed
         if region.sum() >= min_px:
             candidates.append(region)
-    rng.shuffle(candidates)  # type: ignore[arg-type]
+    rng.shuffle(candidates)
     for region in candidates[:count]:
         out |= region
     return out
@@ -225,7 +227,7 @@ def _demolished(
         r0 = max(int(rows[index]) - h // 2, 0)
         c0 = max(int(cols[index]) - w // 2, 0)
         out[r0 : r0 + h, c0 : c0 + w] = True
-    return out & buildings
+    return np.asarray(out & buildings)
 
 
 def change_pair(
