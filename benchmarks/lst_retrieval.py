@@ -3,10 +3,10 @@
 Samples: clear-sky TIGR-2000 profiles (RH < 90 % below 300 hPa) × Ts = T_air + U(−5, 15) K ×
 ε ~ U(0.90, 1.00) × view zenith U(0, 10)° through the band RT model, with 0.05 K sensor noise;
 split 70/15/15 by profile (seed). Methods: JM-SC with published coefficients, JM-SC refit on the
-training profiles, RTE inversion with the true atmosphere (upper bound), mono-window (τ(w), Ta(T_air)
-refit), emissivity-corrected BT (no atmospheric correction, what pylandtemp-style tools give),
-plain MLP, and the physics-informed network (PIML). Noise sensitivity: w × 0.8 / 1.2 and ε ± 0.01
-on the test inputs. The full run also writes the bundled PIML weights.
+training profiles, RTE inversion with the true atmosphere (upper bound), mono-window (τ(w) and
+Ta(T_air) refit), emissivity-corrected BT (no atmospheric correction, what pylandtemp-style tools
+give), plain MLP, and the physics-informed network (PIML). Noise sensitivity: w × 0.8 / 1.2 and
+ε ± 0.01 on the test inputs. The full run also writes the bundled PIML weights.
 
 Run: python benchmarks/lst_retrieval.py [--quick] (needs ../shared/data/lst; skips cleanly without).
 """

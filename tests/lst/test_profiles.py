@@ -74,3 +74,14 @@ def test_water_vapour_column_of_uniform_humidity():
     assert water_vapour_column(p, mixing) == pytest.approx(0.01 * 1e5 / 9.80665 / 10, rel=1e-6)
     with pytest.raises(InputError):
         standard_atmosphere("martian")
+
+
+def test_tigr2000_offline_without_cache_is_one_line_error(tmp_path, monkeypatch, tigr_file):
+    from eokit.lst.profiles import load_tigr2000
+
+    monkeypatch.setenv("EOKIT_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(InputError) as info:
+        load_tigr2000(offline=True)
+    assert "EOKIT_OFFLINE" in str(info.value) or "offline" in str(info.value).lower()
+    assert "\n" not in str(info.value)
+    assert len(load_tigr2000(tigr_file)) == 3  # a local file needs no cache

@@ -169,7 +169,11 @@ def retrieve(
 
 
 @lst.command()
-@click.option("--profiles", type=click.Path(path_type=Path), help="TIGR .dsf or (p,T,q) table.")
+@click.option(
+    "--profiles",
+    type=click.Path(path_type=Path),
+    help="TIGR .dsf or (p,T,q) table; 'tigr2000' uses the cached TIGR-2000 set.",
+)
 @click.option(
     "--format",
     "fmt",
@@ -205,15 +209,24 @@ def simulate(
 
     from eokit.core.raster import write_csv
     from eokit.lst.data import generate_samples
-    from eokit.lst.profiles import concatenate, read_level_table, read_tigr, standard_atmosphere
+    from eokit.lst.profiles import (
+        concatenate,
+        load_tigr2000,
+        read_level_table,
+        read_tigr,
+        standard_atmosphere,
+    )
 
     if profiles is None and not atmosphere:
         raise InputError("give --profiles FILE or at least one --atmosphere", parameter="profiles")
     batches = [standard_atmosphere(name) for name in atmosphere]
     if profiles is not None:
-        batch = read_tigr(profiles) if fmt == "tigr" else read_level_table(profiles)
-        if not all_sky:
-            batch = batch.subset(batch.clear_sky_mask())
+        if str(profiles) == "tigr2000":  # the cached (downloaded on first use) TIGR-2000 set
+            batch = load_tigr2000(clear_sky=not all_sky)
+        else:
+            batch = read_tigr(profiles) if fmt == "tigr" else read_level_table(profiles)
+            if not all_sky:
+                batch = batch.subset(batch.clear_sky_mask())
         batches.append(batch)
     levels = {b.levels for b in batches}
     if len(levels) > 1:

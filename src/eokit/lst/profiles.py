@@ -541,6 +541,37 @@ def standard_atmosphere(name: str, *, surface_pressure_hpa: float = 1013.25) -> 
     )
 
 
+#: TIGR-2000 v1.2 (LMD/IPSL ARA group, CC BY 4.0; cite Chédin et al. 1985, Chevallier et al. 1998)
+#: as redistributed unchanged in github.com/Tatjanaya/Create_MODTRAN5_tape5; downloaded on first use
+#: into the eokit cache (``EOKIT_CACHE_DIR``), never bundled.
+TIGR_URL = (
+    "https://raw.githubusercontent.com/Tatjanaya/Create_MODTRAN5_tape5/"
+    "54d9f81bc51fc676aa0b14e2bbfc74ec7aa55b8a/atm4atigr2000_v1.2_43lev.dsf"
+)
+TIGR_SHA256 = "6d2b0d48b92ffd53b0d74d27b4803c061f96806efb46b5b943c9fe55d8cce3e4"
+
+
+def load_tigr2000(
+    path: str | Path | None = None, *, clear_sky: bool = True, offline: bool | None = None
+) -> Profiles:
+    """TIGR-2000 (2311 profiles): a local file, else the cached copy, else a checked download.
+
+    Args:
+        path: Local ``.dsf`` file (skips the cache and the download).
+        clear_sky: Keep only profiles with RH < 90 % below 300 hPa (1448 profiles).
+        offline: Forbid the download (default: ``EOKIT_OFFLINE``).
+    """
+    from eokit.core.weights import WeightsSpec, resolve_weights
+
+    source = (
+        path
+        if path is not None
+        else WeightsSpec("tigr2000-v1.2", TIGR_URL, TIGR_SHA256, filename="tigr2000_v1.2_43lev.dsf")
+    )
+    profiles = read_tigr(resolve_weights(source, offline=offline))
+    return profiles.subset(profiles.clear_sky_mask()) if clear_sky else profiles
+
+
 def concatenate(batches: list[Profiles]) -> Profiles:
     """Stack profile batches that share the same level count."""
     levels = {b.levels for b in batches}

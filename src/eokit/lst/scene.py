@@ -157,31 +157,39 @@ class RetrievalConfig:
 def retrieve_block(
     radiance: np.ndarray, emissivity: np.ndarray, water_vapour: np.ndarray, config: RetrievalConfig
 ) -> np.ndarray:
-    """LST (K, float32) for one block of pixels (all inputs broadcastable, NaN = nodata)."""
+    """LST (K, float32) for one block of pixels (all inputs broadcastable, NaN = nodata).
+
+    The classical methods run on whole arrays in float32 (NaN propagates; a scalar water vapour
+    keeps the ψ functions scalar); the network runs on the valid pixels only.
+    """
     radiance = np.asarray(radiance, dtype=np.float32)
-    emissivity = np.broadcast_to(np.asarray(emissivity, dtype=np.float32), radiance.shape)
-    water = np.broadcast_to(np.asarray(water_vapour, dtype=np.float32), radiance.shape)
-    ok = np.isfinite(radiance) & np.isfinite(emissivity) & np.isfinite(water) & (radiance > 0)
+    eps = np.asarray(emissivity, dtype=np.float32)
+    water = np.asarray(water_vapour, dtype=np.float32)
+    if config.method != "piml":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rad = np.where(radiance > 0, radiance, np.float32(np.nan))
+            if config.method == "sc":
+                ts = config.sc(rad, eps, water, validate=False)
+            elif config.method == "rte":
+                assert config.atmosphere is not None
+                tau, up, down = (np.float32(v) for v in config.atmosphere)
+                ts = rte_inverse(rad, eps, tau, up, down, config.band)
+            else:
+                assert config.air_temperature_k is not None
+                ts = config.mono(rad, eps, water, np.float32(config.air_temperature_k))
+        return np.asarray(np.broadcast_to(ts, radiance.shape), dtype=np.float32)
+    from eokit.lst.task import predict
+
+    eps_full = np.broadcast_to(eps, radiance.shape)
+    water_full = np.broadcast_to(water, radiance.shape)
+    ok = np.isfinite(radiance) & np.isfinite(eps_full) & np.isfinite(water_full) & (radiance > 0)
     out = np.full(radiance.shape, np.nan, dtype=np.float32)
     if not ok.any():
         return out
-    rad, eps, w = radiance[ok], emissivity[ok], water[ok]
-    if config.method == "sc":
-        ts = config.sc(rad, eps, w, validate=False)
-    elif config.method == "rte":
-        assert config.atmosphere is not None
-        tau, up, down = config.atmosphere
-        ts = rte_inverse(rad, eps, np.float32(tau), np.float32(up), np.float32(down), config.band)
-    elif config.method == "mono":
-        assert config.air_temperature_k is not None
-        ts = config.mono(rad, eps, w, config.air_temperature_k)
-    else:
-        from eokit.lst.task import predict
-
-        bt = config.band.brightness_temperature(rad)
-        features = np.stack([bt, w, eps, np.full_like(bt, config.view_zenith_deg)], axis=1)
-        ts = predict(config.network, features.astype(np.float32))
-    out[ok] = ts
+    rad, e, w = radiance[ok], eps_full[ok], water_full[ok]
+    bt = config.band.brightness_temperature(rad)
+    features = np.stack([bt, w, e, np.full_like(bt, config.view_zenith_deg)], axis=1)
+    out[ok] = predict(config.network, features.astype(np.float32))
     return out
 
 
