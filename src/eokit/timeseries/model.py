@@ -27,7 +27,7 @@ from eokit.core.errors import InputError
 logger = logging.getLogger(__name__)
 
 #: Named sizes (d_model, n_layers, n_heads). ``tiny``/``small`` train on a CPU; EarthPT's
-#: published models range from ~10 M to 700 M parameters (``base``/``large`` here are 4.8 M/85 M).
+#: published models range from ~10 M to 700 M parameters (``base``/``large`` here are 4.9 M/86 M).
 MODEL_SIZES: dict[str, dict[str, int]] = {
     "tiny": {"d_model": 32, "n_layers": 2, "n_heads": 2},
     "small": {"d_model": 64, "n_layers": 3, "n_heads": 4},
