@@ -87,8 +87,8 @@ def worker(method: str, folder: Path) -> dict:
     }
     result: dict = {"method": method}
     if method.endswith("_files"):
+        from eokit.lst.model import default_model_path, load_network
         from eokit.lst.scene import RetrievalConfig, retrieve_scene
-        from eokit.lst.task import default_model_path, load_network
 
         kind = method.split("_")[1]
         network = load_network(default_model_path()) if kind == "piml" else None
@@ -119,8 +119,8 @@ def worker(method: str, folder: Path) -> dict:
         nir = src.read(1)
     result["rss_inputs_mb"] = peak_rss_mb()
     if method.startswith("eokit"):  # imports, model loading and the Planck fit stay untimed
+        from eokit.lst.model import default_model_path, load_network
         from eokit.lst.scene import RetrievalConfig, ndvi_emissivity, retrieve_block
-        from eokit.lst.task import default_model_path, load_network
 
         kind = method.split("_")[1]
         network = load_network(default_model_path()) if kind == "piml" else None

@@ -113,7 +113,7 @@ def retrieve(
             raise InputError("must lie in (0, 1]", parameter="tau")
     network = None
     if method == "piml":
-        from eokit.lst.task import default_model_path, load_network
+        from eokit.lst.model import default_model_path, load_network
 
         network = load_network(model if model is not None else default_model_path())
     config = RetrievalConfig(

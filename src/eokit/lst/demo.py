@@ -85,7 +85,7 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
     methods = ["sc"]
     network = None
     try:
-        from eokit.lst.task import default_model_path, load_network
+        from eokit.lst.model import default_model_path, load_network
 
         network = load_network(default_model_path())
         methods.insert(0, "piml")

@@ -176,9 +176,9 @@ def retrieve_block(
                 ts = rte_inverse(rad, eps, tau, up, down, config.band)
             else:
                 assert config.air_temperature_k is not None
-                ts = config.mono(rad, eps, water, np.float32(config.air_temperature_k))
+                ts = config.mono(rad, eps, water, float(config.air_temperature_k))
         return np.asarray(np.broadcast_to(ts, radiance.shape), dtype=np.float32)
-    from eokit.lst.task import predict
+    from eokit.lst.model import predict
 
     eps_full = np.broadcast_to(eps, radiance.shape)
     water_full = np.broadcast_to(water, radiance.shape)

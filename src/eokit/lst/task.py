@@ -10,10 +10,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from eokit.core.errors import InputError
 from eokit.core.train import BaseTask, SimpleDataModule, fit, save_weights
 from eokit.lst.data import FEATURES, SampleDataset, SampleSet, collate_chunks
-from eokit.lst.model import DOWN_SCALE, MLPLST, TAU_SCALE, UP_SCALE, PhysicsInformedLST
+from eokit.lst.model import (
+    DOWN_SCALE,
+    TAU_SCALE,
+    UP_SCALE,
+    PhysicsInformedLST,
+    build_network,
+    default_model_path,
+    load_network,
+    predict,
+)
+
+__all__ = [
+    "LSTTask",
+    "build_network",
+    "default_model_path",
+    "load_network",
+    "predict",
+    "train_retrieval",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,17 +100,6 @@ class LSTTask(BaseTask):
         return loss
 
 
-def build_network(
-    kind: str, *, hidden: int = 64, layers: int = 3, prior: np.ndarray | None = None
-) -> nn.Module:
-    """``"piml"`` → :class:`PhysicsInformedLST`; ``"mlp"`` → :class:`MLPLST`."""
-    if kind == "piml":
-        return PhysicsInformedLST(hidden, layers, prior=prior)
-    if kind == "mlp":
-        return MLPLST(hidden, layers)
-    raise InputError(f"unknown model kind {kind!r}; choose 'piml' or 'mlp'", parameter="kind")
-
-
 def train_retrieval(
     train: SampleSet,
     val: SampleSet | None,
@@ -154,53 +160,3 @@ def train_retrieval(
     }
     save_weights(network, out_dir / f"{kind}.safetensors", metadata=meta)
     return network
-
-
-def default_model_path() -> Path:
-    """The bundled physics-informed model for Landsat-8 band 10.
-
-    Trained by ``benchmarks/lst_retrieval.py`` on TIGR-2000 simulations.
-    """
-    from importlib import resources
-
-    path = Path(str(resources.files("eokit.lst").joinpath("weights/piml_l8b10.safetensors")))
-    if not path.is_file():
-        raise InputError(
-            "no bundled PIML model; train one with 'eokit lst train' and pass --model",
-            parameter="model",
-        )
-    return path
-
-
-def load_network(path: str | Path) -> nn.Module:
-    """Load a network saved by :func:`train_retrieval` (kind and size from its metadata)."""
-    from safetensors import safe_open
-
-    from eokit.core.train import load_weights
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("weights file not found", path=path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = dict(handle.metadata() or {})
-    except Exception as error:  # safetensors header errors
-        raise InputError(f"not a readable safetensors file ({error})", path=path) from None
-    if "kind" not in meta:
-        raise InputError("not an eokit LST model (no 'kind' metadata)", path=path)
-    network = build_network(
-        meta["kind"], hidden=int(meta.get("hidden", 64)), layers=int(meta.get("layers", 3))
-    )
-    load_weights(network, path)
-    network.eval()
-    return network
-
-
-@torch.no_grad()
-def predict(network: nn.Module, features: np.ndarray, *, batch: int = 1 << 18) -> np.ndarray:
-    """Ts (K) for (N, 4) features, in batches."""
-    out = np.empty(features.shape[0], dtype=np.float32)
-    for start in range(0, features.shape[0], batch):
-        x = torch.as_tensor(features[start : start + batch], dtype=torch.float32)
-        out[start : start + batch] = network(x)["ts"].numpy()
-    return out
