@@ -7,9 +7,9 @@ Heavy libraries (torch, rasterio) are imported only when a subcommand runs, so
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -33,11 +33,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _available(name: str) -> bool:
-    module = COMMANDS[name][0].split(":")[0]
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
+    """Whether a subcommand's module is installed, judged from files alone.
+
+    ``importlib.util.find_spec`` would import the capability package (and with it numpy,
+    scipy ...), which ``eokit --help`` must not pay for.
+    """
+    import eokit
+
+    parts = COMMANDS[name][0].split(":")[0].split(".")[1:]
+    for root in eokit.__path__:
+        base = Path(root).joinpath(*parts)
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            return True
+    return False
 
 
 class LazyGroup(click.Group):
