@@ -18,7 +18,7 @@ from eokit import __version__
 
 #: Subcommand name -> "module:attribute" of its click command. Only modules that exist are shown.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("eokit.demo:demo_command", "Run every capability on simulated scenes; write a report."),
+    "demo": ("eokit.demo:demo_command", "Run every capability on simulated scenes; report."),
     "synth": ("eokit.core.synth.cli:synth", "Generate simulated scenes (GeoTIFF)."),
     "change": ("eokit.change.cli:change", "Change detection with per-dataset adapters (CANet)."),
     "curation": ("eokit.curation.cli:curation", "SAR self-supervised pretraining with curation."),
@@ -52,9 +52,11 @@ class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Installed subcommands, in table order."""
         return [name for name in COMMANDS if _available(name)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return one subcommand."""
         if cmd_name not in COMMANDS or not _available(cmd_name):
             return None
         module_name, attribute = COMMANDS[cmd_name][0].split(":")
@@ -64,6 +66,7 @@ class LazyGroup(click.Group):
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List subcommands without importing them."""
         # Short help from the table, so that --help imports nothing heavy.
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         if rows:

@@ -128,7 +128,9 @@ class Grid:
         """Grid for a non-georeferenced image; pixel size optional (then unknown)."""
         size = 1.0 if pixel_size_m is None else float(pixel_size_m)
         if size <= 0 or not math.isfinite(size):
-            raise InputError(f"must be a positive number, got {pixel_size_m}", parameter="pixel_size_m")
+            raise InputError(
+                f"must be a positive number, got {pixel_size_m}", parameter="pixel_size_m"
+            )
         return cls(
             crs=None,
             transform=Affine(size, 0.0, 0.0, 0.0, -size, 0.0),
