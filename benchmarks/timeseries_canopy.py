@@ -21,6 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Timer, parse_args, seed_all, write_results  # noqa: E402
 
+#: Per-date head features use a moving average over about the last MEMORY valid dates (dynamic
+#: maps must react to clear-cuts; the all-dates mean is kept for static labels).
+MEMORY = 8
+
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
@@ -67,7 +71,8 @@ def main() -> None:
     with Timer() as t_ft:
         dargana, ft_account = finetune(backbone, labelled, targets, work / "ft",
                                        class_names=list(CANOPY_CLASSES), epochs=60 if not quick
-                                       else 10, batch_size=16, seed=args.seed, progress=False)
+                                       else 10, batch_size=16, memory=MEMORY, seed=args.seed,
+                                       progress=False)
     compute = compute_summary(pre_account, ft_account)
     with Timer() as t_scratch:
         from eokit.timeseries.model import PixelSeriesTransformer
@@ -76,7 +81,7 @@ def main() -> None:
                                                   backbone.band_half_range)
         scratch, scratch_account = finetune(scratch_backbone, labelled, targets, work / "sc",
                                             class_names=list(CANOPY_CLASSES), mode="full",
-                                            epochs=40 if not quick else 5, lr=2e-3,
+                                            epochs=40 if not quick else 5, lr=2e-3, memory=MEMORY,
                                             seed=args.seed, progress=False)
     with Timer() as t_rf:
         feats = lagged_features(labelled)
@@ -158,6 +163,7 @@ def main() -> None:
             "pretraining_scene": f"{size}x{size} px, {data.n_dates} dates over {years} years",
             "test_scene": f"{test_size}x{test_size} px, {test.n_dates} dates (other simulation)",
             "model_size": model_size,
+            "head_prefix_memory_valid_dates": MEMORY,
             "pretraining_epochs": epochs,
             "labelled_pixels": int(n_label),
             "labelled_fraction_of_pretraining_pixels": n_label / len(data),

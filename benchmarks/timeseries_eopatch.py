@@ -56,10 +56,10 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     n_label = int(0.029 * len(data))
     labelled_idx = np.sort(rng.choice(pool, n_label, replace=False))
-    epochs = 1 if quick else 4
+    epochs, model_size = (1, "tiny") if quick else (4, "small")
     work = Path(tempfile.mkdtemp(prefix="ts_eopatch_"))
     with Timer() as t_pre:
-        backbone, pre_account = pretrain(data, work / "pre", size="tiny", epochs=epochs,
+        backbone, pre_account = pretrain(data, work / "pre", size=model_size, epochs=epochs,
                                          batch_size=128, lr=3e-3, seed=args.seed,
                                          max_pixels=2000 if quick else None, progress=False)
     labelled = data.subset(labelled_idx)
@@ -70,8 +70,8 @@ def main() -> None:
         with Timer() as t_ft:
             model, account = finetune(backbone, labelled, forest[labelled_idx], work / "ft",
                                       class_names=["non-forest", "forest"], epochs=10 if quick
-                                      else 80, label_dates=label_dates, seed=args.seed,
-                                      progress=False)
+                                      else 60, batch_size=16, label_dates=label_dates,
+                                      seed=args.seed, progress=False)
         fine_accounts[label_dates] = (account, t_ft.seconds)
         p = predict_series(model, data.subset(test_idx))[:, -1, 1]
         probs[f"dargana (head, labels on {label_dates} dates)"] = p
@@ -90,7 +90,7 @@ def main() -> None:
                          "accuracy_at_0.5": float(((p >= 0.5) == (truth == 1)).mean())}
         curves[name] = roc_pr_curves(1 - p, truth == 0)
     best = max(results, key=lambda k: results[k]["roc_auc"] if "dargana" in k else -1)
-    compute = compute_summary(pre_account, fine_accounts["all"][0])
+    compute = {k: compute_summary(pre_account, v[0]) for k, v in fine_accounts.items()}
     payload = {
         "quick": quick,
         "seed": args.seed,
@@ -102,7 +102,8 @@ def main() -> None:
             "test_pixels": int(test_idx.size),
             "test_forest_share": float((truth == 1).mean()),
             "split": "spatial blocks 10 px, 50 % train / 50 % test blocks, 2 px buffer",
-            "pretraining": f"tiny model, {epochs} epochs on this patch's pixels (no labels)",
+            "pretraining": f"{model_size} model, {epochs} epochs on this patch's pixels "
+                           "(no labels)",
             "scored_on": "last date (whole series seen), test blocks only",
         },
         "results": results,

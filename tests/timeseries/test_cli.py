@@ -39,7 +39,8 @@ def test_cli_pipeline(tmp_path, capsys):
     code, out, err = _run(["timeseries", "finetune", str(sim / "stack"), "--backbone",
                            str(run / "backbone.safetensors"), "--labels",
                            str(sim / "canopy_last.tif"), "--classes", "none,conifer,broadleaf",
-                           "--label-fraction", "0.1", "--epochs", "2", "--out", str(run / "ft"),
+                           "--label-fraction", "0.1", "--epochs", "2", "--memory", "4",
+                           "--out", str(run / "ft"),
                            "--trainer.enable_progress_bar", "false"], capsys)
     assert code == 0, err
     assert "% of pretraining" in out
@@ -49,6 +50,7 @@ def test_cli_pipeline(tmp_path, capsys):
     assert backbone.config.d_model == 32 and backbone.config.n_layers == 2  # from the config
     model, meta = load_model(run / "ft" / "model.safetensors")
     assert meta["compute"]["flops_ratio"] > 0
+    assert model.memory == 4
     assert meta["compute"]["pretraining"]["tokens"] > meta["compute"]["finetuning"]["tokens"]
     maps = tmp_path / "maps"
     code, out, err = _run(["timeseries", "predict", str(sim / "stack"), "--model",

@@ -165,3 +165,18 @@ def test_sizes_and_flops():
     assert forward_flops_per_token(tiny, 200) > forward_flops_per_token(tiny, 10)
     with pytest.raises(InputError, match="size"):
         SeriesModelConfig.from_size("huge", 6)
+
+
+def test_moving_average_prefix_features_are_causal_and_track_changes():
+    hidden = torch.zeros(1, 6, 2)
+    hidden[0, 3:] = 1.0
+    valid = torch.ones(1, 6, dtype=torch.bool)
+    valid[0, 4] = False
+    mean = prefix_features(hidden, valid)[0, :, 2:]
+    ema = prefix_features(hidden, valid, memory=2)[0, :, 2:]
+    assert torch.allclose(ema[:3], torch.zeros(3, 2))
+    assert torch.allclose(ema[3], torch.full((2,), 0.5))
+    assert torch.allclose(ema[4], ema[3])  # invalid date: unchanged
+    assert torch.allclose(ema[5], torch.full((2,), 0.75))
+    assert float(mean[5, 0]) == pytest.approx(2 / 5)
+    assert (ema[5] > mean[5]).all()  # reacts faster than the running mean

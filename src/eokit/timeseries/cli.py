@@ -135,6 +135,9 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
               help="Training pixels as a fraction of ALL input pixels, drawn at random (seeded) "
                    "among the labelled ones.")
 @click.option("--mode", type=click.Choice(["head", "lora"]), default="head", show_default=True)
+@click.option("--memory", type=float, default=None,
+              help="Per-date features average about the last N valid dates (dynamic maps); "
+                   "default: all dates so far.")
 @click.option("--epochs", default=60, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @_eopatch_options
@@ -142,7 +145,7 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.pass_context
 def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: str | None,
              classes: str, label_map: str | None, task: str, label_fraction: float, mode: str,
-             epochs: int, out_dir: Path, layout: str, features: str | None,
+             memory: float | None, epochs: int, out_dir: Path, layout: str, features: str | None,
              valid_mask: str | None, invalid_mask: str | None, seed: int) -> None:
     """Fine-tune a pretrained backbone on a few labelled pixels (frozen backbone + MLP head).
 
@@ -205,7 +208,7 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
     model, account = run_finetune(
         backbone, subset, targets[chosen], out_dir, task=task,
         class_names=class_names if task == "classification" else None, mode=mode,
-        epochs=epochs, seed=seed, trainer_overrides=overrides)
+        memory=memory, epochs=epochs, seed=seed, trainer_overrides=overrides)
     pre = (meta.get("compute") or {}).get("pretraining")
     summary = compute_summary(pre, account)
     path = save_model(model, out_dir / "model.safetensors",

@@ -54,6 +54,7 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
     try:
         scene = generate_pixel_series(size, seed=seed, years=years, n_events=4)
         data = from_scene(scene)
+        assert data.dates is not None and data.grid is not None and data.targets is not None
         with tempfile.TemporaryDirectory(prefix="eokit_ts_demo_") as work:
             backbone, pre = pretrain(data, Path(work) / "pre", size="tiny", epochs=epochs,
                                      batch_size=128, lr=3e-3, seed=seed, progress=False)

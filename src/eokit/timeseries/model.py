@@ -161,6 +161,9 @@ class PixelSeriesTransformer(nn.Module):
         band_half_range: (C,) value mapped to ±1 around the centre (default 1).
     """
 
+    band_center: torch.Tensor
+    band_half_range: torch.Tensor
+
     def __init__(
         self,
         config: SeriesModelConfig,
@@ -386,19 +389,37 @@ class SeriesHead(nn.Module):
         return self.fc2(self.drop(F.gelu(self.fc1(x))))
 
 
-def prefix_features(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Per-date features from the causal prefix: [h_t, mean of h over valid dates <= t].
+def prefix_features(hidden: torch.Tensor, valid: torch.Tensor, *,
+                    memory: float | None = None) -> torch.Tensor:
+    """Per-date features from the causal prefix: [h_t, summary of h over valid dates <= t].
 
     Args:
         hidden: (B, T, D) last-layer states.
         valid: (B, T) bool.
+        memory: None: the summary is the mean over all valid dates so far (at the last date it
+            equals :meth:`PixelSeriesTransformer.embed`). A number k: an exponential moving
+            average with weight 1/k per valid date (about the last k observations), which reacts
+            faster to changes such as clear-cuts.
 
     Returns:
-        (B, T, 2 D). The running mean at the last date equals :meth:`embed`.
+        (B, T, 2 D).
     """
     weight = valid[..., None].to(hidden.dtype)
-    running = (hidden * weight).cumsum(1) / weight.cumsum(1).clamp_min(1.0)
-    return torch.cat((hidden, running), dim=-1)
+    if memory is None:
+        running = (hidden * weight).cumsum(1) / weight.cumsum(1).clamp_min(1.0)
+        return torch.cat((hidden, running), dim=-1)
+    rate = 1.0 / max(float(memory), 1.0)
+    state = torch.zeros_like(hidden[:, 0])
+    seen = torch.zeros_like(weight[:, 0])
+    steps = []
+    for t in range(hidden.shape[1]):
+        w = weight[:, t]
+        # First valid observation initialises the average (no bias towards zero).
+        step = torch.where(seen > 0, rate * w, w)
+        state = state + step * (hidden[:, t] - state)
+        seen = torch.maximum(seen, w)
+        steps.append(state)
+    return torch.cat((hidden, torch.stack(steps, dim=1)), dim=-1)
 
 
 class FineTunedSeriesModel(nn.Module):
@@ -410,7 +431,11 @@ class FineTunedSeriesModel(nn.Module):
         task: ``"classification"`` or ``"regression"``.
         class_names: Names of the classes (classification).
         hidden: Head width.
+        memory: Prefix summary of :func:`prefix_features` (None: mean of all dates so far).
     """
+
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
 
     def __init__(
         self,
@@ -420,6 +445,7 @@ class FineTunedSeriesModel(nn.Module):
         task: str = "classification",
         class_names: list[str] | None = None,
         hidden: int = 64,
+        memory: float | None = None,
     ) -> None:
         super().__init__()
         if task not in ("classification", "regression"):
@@ -428,6 +454,7 @@ class FineTunedSeriesModel(nn.Module):
         self.backbone = backbone
         self.task = task
         self.class_names = list(class_names or [])
+        self.memory = memory
         self.head = SeriesHead(2 * backbone.config.d_model, out_features, hidden)
         self.register_buffer("target_mean", torch.zeros(1))
         self.register_buffer("target_std", torch.ones(1))
@@ -436,7 +463,7 @@ class FineTunedSeriesModel(nn.Module):
                  ) -> torch.Tensor:
         """(B, T, 2 D) per-date prefix features."""
         valid = valid.to(torch.bool) & torch.isfinite(series).all(dim=-1)
-        return prefix_features(self.backbone(series, doy, valid), valid)
+        return prefix_features(self.backbone(series, doy, valid), valid, memory=self.memory)
 
     def forward(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
                 ) -> torch.Tensor:
@@ -503,6 +530,7 @@ def save_model(model: PixelSeriesTransformer | FineTunedSeriesModel, path: str |
         metadata["head"] = json.dumps({
             "task": model.task, "class_names": model.class_names,
             "out_features": model.head.fc2.out_features, "hidden": model.head.fc1.out_features,
+            "memory": model.memory,
         })
     for key, value in (extra or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value)
@@ -551,7 +579,8 @@ def load_model(path: str | Path) -> tuple[PixelSeriesTransformer | FineTunedSeri
     if raw["eokit_model"] == "timeseries.finetuned":
         head = json.loads(raw["head"])
         model = FineTunedSeriesModel(backbone, head["out_features"], task=head["task"],
-                                     class_names=head["class_names"], hidden=head["hidden"])
+                                     class_names=head["class_names"], hidden=head["hidden"],
+                                     memory=head.get("memory"))
     load_weights(model, path, strict=True)
     model.eval()
     metadata: dict[str, Any] = {}

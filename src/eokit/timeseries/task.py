@@ -275,6 +275,7 @@ def finetune(
     lr: float = 3e-3,
     weight_decay: float = 1e-3,
     hidden: int = 64,
+    memory: float | None = None,
     lora_rank: int = 4,
     label_dates: str = "all",
     balance_classes: bool = True,
@@ -299,6 +300,8 @@ def finetune(
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         hidden: Head width.
+        memory: Per-date prefix summary: None = mean of all dates so far; k = moving average
+            over about the last k valid dates (faster reaction to changes).
         lora_rank: LoRA rank (``mode="lora"``).
         label_dates: Static class labels supervise ``"all"`` dates or only the ``"last"``.
         balance_classes: Inverse-frequency class weights in the loss.
@@ -328,7 +331,8 @@ def finetune(
         check_labels(targets, class_names, source="targets")
         y = per_date_targets(targets, data.n_dates, label_dates=label_dates)
         model = FineTunedSeriesModel(backbone, len(class_names), task=task,
-                                     class_names=list(class_names), hidden=hidden)
+                                     class_names=list(class_names), hidden=hidden,
+                                     memory=memory)
         counts = np.bincount(y[y != IGNORE_INDEX].ravel(), minlength=len(class_names))
         weights = None
         if balance_classes:
@@ -340,7 +344,7 @@ def finetune(
         values = targets.astype(np.float32)
         if values.ndim != 1 or not np.isfinite(values).all():
             raise InputError("regression targets must be (N,) finite values", parameter="targets")
-        model = FineTunedSeriesModel(backbone, 1, task=task, hidden=hidden)
+        model = FineTunedSeriesModel(backbone, 1, task=task, hidden=hidden, memory=memory)
         model.target_mean.fill_(float(values.mean()))
         model.target_std.fill_(float(values.std() + 1e-6))
         y_tensor = torch.as_tensor((values - values.mean()) / (values.std() + 1e-6))
