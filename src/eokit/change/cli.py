@@ -65,6 +65,10 @@ def build_datasets(
                 entry.get("sim_domain", name), count=count, size=int(entry.get("size", 64)),
                 seed=seed * 10 + offset,
             )
+            if entry.get("bands") is not None:  # e.g. [2, 1, 0]: RGB from the 6 simulated bands
+                bands = [int(b) for b in entry["bands"]]
+                pairs = [{**p, "image_a": p["image_a"][bands], "image_b": p["image_b"][bands]}
+                         for p in pairs]
         else:
             root = entry.get("root")
             if root is None:
