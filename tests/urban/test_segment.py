@@ -72,12 +72,15 @@ def test_shoulder_component_gives_documented_fallback() -> None:
     # a small narrow mode hidden under a wide one: adjacent Gaussians do not cross between means
     params = np.array([50.0, 0.45, 0.03, 1000.0, 0.7, 0.2, 300.0, 1.3, 0.1])
     centers = np.linspace(0.02, 1.98, 50)
-    fit = segment.mixture_thresholds(
-        params, "gaussian_intersection", np.ones(50), centers, (0, 2), closed_form=False
-    )
-    assert fit.method == "gaussian_shoulder_fallback"
-    assert fit.thresholds[0] == pytest.approx(0.45 + 2 * 0.03)
-    assert "mean + 2 sigma" in fit.note
+    hist = segment.gaussian_sum(centers, *params)
+    fit = segment.mixture_thresholds(params, "gaussian_intersection", hist, centers, (0, 2),
+                                     closed_form=False)
+    assert fit.method == "partial_otsu_fallback"
+    assert fit.thresholds[0] == pytest.approx(segment.otsu_thresholds(hist, centers, 3)[0])
+    assert "Otsu" in fit.note and "1/2" in fit.note
+    # the second threshold is still the true intersection of components 2 and 3
+    root = intersection_between((1000.0, 0.7, 0.2), (300.0, 1.3, 0.1))
+    assert fit.thresholds[1] == pytest.approx(root, abs=1e-6)
 
 
 def test_classify_uses_strict_and_inclusive_bounds() -> None:

@@ -15,7 +15,8 @@ from eokit.core.types import Grid
 
 logger = logging.getLogger(__name__)
 
-MODES = ("paper", "geo")
+#: "paper_em" is the paper pipeline with EM thresholds (a variant used by the benchmark).
+MODES = ("paper", "geo", "paper_em")
 
 
 @dataclass

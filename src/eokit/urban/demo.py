@@ -13,8 +13,9 @@ logger = logging.getLogger(__name__)
 def add_demo_section(report: Any, out_dir: Path, *, quick: bool, seed: int) -> None:
     """Simulate cities with a known Clark law, analyse them, write outputs, add a report section.
 
-    Quick: a monocentric city in paper mode (JPEG pair) and geo mode (GeoTIFFs), 256 px. Full: a
-    monocentric and a polycentric city, 384 px, both modes. Outputs go to ``out_dir/urban/<city>/``.
+    Quick: a monocentric city in paper mode (JPEG pair) and geo mode (GeoTIFFs), 256 px, no
+    per-city HTML. Full: a monocentric and a polycentric city, 384 px, both modes, with per-city
+    reports. Outputs go to ``out_dir/urban/<city>/``.
     """
     from eokit.core.synth.city import generate_city, write_city
     from eokit.urban.geo import GeoConfig
@@ -32,32 +33,45 @@ def add_demo_section(report: Any, out_dir: Path, *, quick: bool, seed: int) -> N
         "renderings; geo mode runs on GeoTIFFs with Dask and fits the Clark exponential.",
     )
     for kind, alpha in specs:
-        city = generate_city(size, kind=kind, alpha_per_km=alpha, pixel_size_m=10.0 * 384 / size,
-                             seed=seed)
+        city = generate_city(
+            size, kind=kind, alpha_per_km=alpha, pixel_size_m=10.0 * 384 / size, seed=seed
+        )
         paths = write_city(city, out / f"{kind}_inputs", stem=kind)
         for mode in ("paper", "geo"):
             name = f"{kind}_{mode}"
             if mode == "paper":
-                result, grid, views = analyze(paths["optical_jpg"], paths["sar_jpg"], mode="paper",
-                                              pixel_size_m=city.pixel_size_m)
+                result, grid, views = analyze(
+                    paths["optical_jpg"],
+                    paths["sar_jpg"],
+                    mode="paper",
+                    pixel_size_m=city.pixel_size_m,
+                )
             else:
-                result, grid, views = analyze(paths["optical_tif"], paths["sar_tif"], mode="geo",
-                                              geo_config=GeoConfig(n_boot=100, seed=seed))
-            write_outputs(result, grid, views, out / name, title=name)
+                result, grid, views = analyze(
+                    paths["optical_tif"],
+                    paths["sar_tif"],
+                    mode="geo",
+                    geo_config=GeoConfig(n_boot=100, seed=seed),
+                )
+            write_outputs(result, grid, views, out / name, title=name, html=not quick)
             m = result.metrics()
-            rows.append({
-                "city": name,
-                "true alpha (per km)": city.alpha_per_km,
-                "true centres": len(city.centres_px),
-                "paper alpha (C per km)": m["alpha_per_km"],
-                "LD (km)": m["ld_km"],
-                "regions": len(m["regions"]),
-                "Clark alpha (per km)": m.get("clark", {}).get("alpha_per_km"),
-                "call": f"{m['structure']['call']} ({m['structure']['n_centres']})",
-            })
+            rows.append(
+                {
+                    "city": name,
+                    "true alpha (per km)": city.alpha_per_km,
+                    "true centres": len(city.centres_px),
+                    "paper alpha (C per km)": m["alpha_per_km"],
+                    "LD (km)": m["ld_km"],
+                    "regions": len(m["regions"]),
+                    "Clark alpha (per km)": m.get("clark", {}).get("alpha_per_km"),
+                    "call": f"{m['structure']['call']} ({m['structure']['n_centres']})",
+                }
+            )
     report.table(rows, caption="Simulated cities: truth vs the analysis (outputs in urban/)")
     from eokit.urban.plots import profile_figure
 
-    report.figure(profile_figure(result, title=rows[-1]["city"]),
-                  caption="Density profile of the last city, with K-means regions")
+    report.figure(
+        profile_figure(result, title=rows[-1]["city"]),
+        caption="Density profile of the last city, with K-means regions",
+    )
     logger.info("urban demo done in %.1f s", time.perf_counter() - start)

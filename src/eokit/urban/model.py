@@ -378,13 +378,17 @@ def run_pipeline(
     return result
 
 
-def analyze_paper(optical_rgb: np.ndarray, sar: np.ndarray, *, pixel_size_m: float) -> UrbanResult:
+def analyze_paper(
+    optical_rgb: np.ndarray, sar: np.ndarray, *, pixel_size_m: float, thresholds: str = "published"
+) -> UrbanResult:
     """The published procedure, steps 1-9, on an 8-bit true-colour image and an 8-bit SAR rendering.
 
     Args:
         optical_rgb: (3, H, W) or (H, W, 3) uint8, RGB order.
         sar: (H, W) uint8 (or 3-band grey rendering).
         pixel_size_m: Ground pixel size (required: the inputs carry no georeference).
+        thresholds: "published" (least squares on the histogram, fsolve intersections) or "em"
+            (variant, not the paper: EM mixture on the pixel values, closed-form intersections).
 
     Raises:
         InputError: on a missing pixel size, a single-band optical image or a size mismatch.
@@ -397,4 +401,14 @@ def analyze_paper(optical_rgb: np.ndarray, sar: np.ndarray, *, pixel_size_m: flo
     edge = edge_density(optical_rgb)
     sar01 = sar_unit(sar)
     fused = fuse(edge, sar01)
-    return run_pipeline(fused, pixel_size_m=pixel_size_m, mode="paper", edge=edge, sar01=sar01)
+    if thresholds not in ("published", "em"):
+        raise InputError(f"must be 'published' or 'em', got {thresholds!r}", parameter="thresholds")
+    mode = "paper" if thresholds == "published" else "paper_em"
+    return run_pipeline(
+        fused,
+        pixel_size_m=pixel_size_m,
+        mode=mode,
+        edge=edge,
+        sar01=sar01,
+        closed_form=thresholds == "em",
+    )

@@ -36,7 +36,7 @@ class MixtureFit:
         thresholds: Intersections of adjacent components (ascending means), or fallback thresholds.
         means, sigmas, amplitudes: Components sorted by mean (empty when the fit failed).
         method: "gaussian_intersection", "gaussian_intersection_lm" (unbounded refit),
-            "gaussian_shoulder_fallback" (some adjacent components do not cross) or
+            "partial_otsu_fallback" (some adjacent components do not cross) or
             "otsu_fallback" (no fit converged).
         note: Why a fallback was used (empty otherwise).
         bin_centers, hist: The histogram that was fitted.
@@ -191,8 +191,8 @@ def decompose_histogram(
     Fallbacks (not in the paper, whose notebook stops with an error in these cases), reported in
     ``method`` and ``note``: when fsolve finds no valid root, the closed-form intersection between
     the means; when two adjacent components do not cross between their means (the lower one is a
-    shoulder of the upper), mean + 2 sigma of the lower component; when neither fit converges,
-    multi-level Otsu on the same histogram.
+    shoulder of the upper, or both are one broad mode), that threshold comes from multi-level Otsu
+    on the same histogram; when neither fit converges, all thresholds come from Otsu.
 
     Args:
         values: Array of values (any shape); NaN ignored.
@@ -310,6 +310,7 @@ def mixture_thresholds(
     comps = [(a, m, abs(s)) for a, m, s in comps]
     thresholds: list[float] = []
     missing: list[int] = []
+    otsu: list[float] | None = None
     for i, (c1, c2) in enumerate(zip(comps[:-1], comps[1:], strict=True)):
         root = (
             intersection_between(c1, c2)
@@ -322,8 +323,10 @@ def mixture_thresholds(
                 missing.append(-1 - i)
         if root is None:
             # the lower component lies under the upper one everywhere between the means (a
-            # shoulder, not a separate mode): take the upper edge of the lower component
-            root = min(c1[1] + 2 * c1[2], (c1[1] + c2[1]) / 2 if c2[1] > c1[1] else c1[1])
+            # shoulder or a degenerate pair, not two modes): multi-level Otsu on the histogram
+            if otsu is None:
+                otsu = otsu_thresholds(hist, centers, len(comps))
+            root = otsu[i] if i < len(otsu) else (c1[1] + c2[1]) / 2
             missing.append(i)
         thresholds.append(float(root))
     fit = MixtureFit(
@@ -341,10 +344,9 @@ def mixture_thresholds(
     if shoulders:
         fit.note += (
             f"components {', '.join(f'{i + 1}/{i + 2}' for i in shoulders)} do not intersect "
-            "between "
-            "their means; threshold = mean + 2 sigma of the lower component"
+            "between their means; threshold from multi-level Otsu on the same histogram"
         )
-        fit.method = "gaussian_shoulder_fallback"
+        fit.method = "partial_otsu_fallback"
     fit.note = fit.note.strip()
     if fit.note:
         logger.warning(fit.note)

@@ -50,9 +50,14 @@ def analyze(
     """
     if mode not in MODES:
         raise InputError(f"must be one of {MODES}, got {mode!r}", parameter="mode")
-    if mode == "paper":
+    if mode in ("paper", "paper_em"):
         pair = read_pair(optical, sar, pixel_size_m=pixel_size_m)
-        result = analyze_paper(pair.optical, pair.sar, pixel_size_m=pair.pixel_size_m)
+        result = analyze_paper(
+            pair.optical,
+            pair.sar,
+            pixel_size_m=pair.pixel_size_m,
+            thresholds="published" if mode == "paper" else "em",
+        )
         views = {"optical": pair.optical.astype(np.float32) / 255.0, "sar": pair.sar}
         return result, pair.grid, views
     from eokit.urban.geo import GeoConfig, analyze_geo
@@ -204,11 +209,12 @@ def write_outputs(
     command: str | None = None,
     inputs: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    html: bool = True,
 ) -> dict[str, Path]:
     """Write metrics.json, profile.csv, classes.tif, centres.geojson, profile.png, report.html.
 
     Everything is first written into a temporary folder beside ``out_dir`` and then moved in, so
-    a failure leaves no half-written set.
+    a failure leaves no half-written set. ``html=False`` skips the per-city report.
     """
     from eokit.core.raster import atomic_write, write_csv, write_geojson, write_raster
     from eokit.urban.plots import profile_figure
@@ -234,10 +240,13 @@ def write_outputs(
         write_geojson(stage / "centres.geojson", centre_features(result, grid), grid.crs)
         fig = profile_figure(result, title=title)
         fig.savefig(stage / "profile.png", dpi=110, bbox_inches="tight")
-        report = build_report(result, grid, views, title=title, command=command, inputs=inputs)
-        report.write(stage / "report.html")
+        if html:
+            report = build_report(result, grid, views, title=title, command=command, inputs=inputs)
+            report.write(stage / "report.html")
         paths = {}
         for name in OUTPUT_FILES:
+            if name == "report.html" and not html:
+                continue
             os.replace(stage / name, out / name)
             paths[name] = out / name
     finally:
