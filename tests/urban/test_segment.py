@@ -73,8 +73,9 @@ def test_shoulder_component_gives_documented_fallback() -> None:
     params = np.array([50.0, 0.45, 0.03, 1000.0, 0.7, 0.2, 300.0, 1.3, 0.1])
     centers = np.linspace(0.02, 1.98, 50)
     hist = segment.gaussian_sum(centers, *params)
-    fit = segment.mixture_thresholds(params, "gaussian_intersection", hist, centers, (0, 2),
-                                     closed_form=False)
+    fit = segment.mixture_thresholds(
+        params, "gaussian_intersection", hist, centers, (0, 2), closed_form=False
+    )
     assert fit.method == "partial_otsu_fallback"
     assert fit.thresholds[0] == pytest.approx(segment.otsu_thresholds(hist, centers, 3)[0])
     assert "Otsu" in fit.note and "1/2" in fit.note
