@@ -175,3 +175,20 @@ def test_labels_outside_class_list(tmp_path, write_test_geotiff):
     path = write_test_geotiff(tmp_path / "labels.tif", np.full((5, 4), 7, np.uint8))
     with pytest.raises(InputError, match="labels.tif: label values"):
         read_label_raster(path, grid, ["none", "forest"])
+
+
+def test_series_reader_windows_match_full_read(tmp_path, write_test_geotiff):
+    from eokit.timeseries.data import SeriesReader
+
+    root, *_ = _eopatch(tmp_path)
+    reader = SeriesReader(root)
+    full = reader.read()
+    assert reader.grid.shape == (4, 5) and len(reader.dates) == 6
+    block = reader.read((2, 0, 2, 5))
+    np.testing.assert_array_equal(block.series, full.series[10:20])
+    np.testing.assert_array_equal(block.valid, full.valid[10:20])
+    folder, _ = _stack(tmp_path, write_test_geotiff)
+    stack = SeriesReader(folder)
+    assert stack.grid.shape == (5, 4) and stack.band_names == ["b1", "b2", "b3"]
+    with pytest.raises(InputError, match="GeoTIFF stack or an EOPatch"):
+        SeriesReader(folder, layout="presto")
