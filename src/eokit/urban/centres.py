@@ -35,7 +35,7 @@ def centre_threshold(
 
 def centre_mask(fused: np.ndarray, urban_mask: np.ndarray, threshold: float) -> np.ndarray:
     """All urban pixels with C > tau_center (not one point per centre)."""
-    return (fused > threshold) & urban_mask
+    return np.asarray((fused > threshold) & urban_mask, dtype=bool)
 
 
 @dataclass

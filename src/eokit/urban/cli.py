@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -28,7 +29,8 @@ def _geo_config(chunk: int, rgb_bands: str, sar_units: str, seed: int) -> object
         raise InputError(
             f"must name three bands (red,green,blue), got {rgb_bands!r}", parameter="--rgb-bands"
         )
-    return GeoConfig(chunk=chunk, rgb_bands=bands, sar_units=sar_units, seed=seed)  # type: ignore[arg-type]
+    rgb = (bands[0], bands[1], bands[2])
+    return GeoConfig(chunk=chunk, rgb_bands=rgb, sar_units=sar_units, seed=seed)
 
 
 _common = [
@@ -63,7 +65,7 @@ _common = [
 ]
 
 
-def _with_common(func):  # type: ignore[no-untyped-def]
+def _with_common(func: Callable[..., None]) -> Callable[..., None]:
     for option in reversed(_common):
         func = option(func)
     return func

@@ -84,7 +84,7 @@ def edge_density(rgb: np.ndarray) -> np.ndarray:
     """
     grey = to_grey(rgb)
     magnitude = sobel_magnitude(grey)
-    edges = cv2.normalize(magnitude, None, 0, 255, cv2.NORM_MINMAX, cv2.CV_8U)
+    edges = cv2.normalize(magnitude, None, 0, 255, cv2.NORM_MINMAX, cv2.CV_8U)  # type: ignore[call-overload]
     blurred = blur_edges(edges)
     peak = float(blurred.max())
     if peak <= 0:
@@ -108,7 +108,7 @@ def sar_unit(sar: np.ndarray) -> np.ndarray:
         array = to_grey(array, name="sar")
     if array.ndim != 2:
         raise InputError(f"expected a 2-D SAR image, got shape {array.shape}", parameter="sar")
-    return np.clip(array, 0, 255).astype(np.float64) / 255.0
+    return np.asarray(np.clip(array, 0, 255), dtype=np.float64) / 255.0
 
 
 def quantise_fused(fused: np.ndarray) -> np.ndarray:

@@ -8,6 +8,9 @@ filter), so the inputs never need to fit in memory and the same graph runs on a
 run in memory on byte masks.
 """
 
+# dask ships without type hints for its array functions
+# mypy: disable-error-code="no-untyped-call,attr-defined"
+
 from __future__ import annotations
 
 import logging

@@ -64,7 +64,7 @@ def distance_to_centres(centres: np.ndarray) -> np.ndarray:
     """Euclidean distance (pixels) of every pixel to the nearest centre pixel."""
     if not centres.any():
         raise DataError("no urban-centre pixels: distances cannot be measured")
-    return distance_transform_edt(~centres)
+    return np.asarray(distance_transform_edt(~centres), dtype=np.float64)
 
 
 def _percentile_sorted(values: np.ndarray, q: float) -> float:

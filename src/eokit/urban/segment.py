@@ -303,11 +303,13 @@ def mixture_thresholds(
     closed_form: bool,
 ) -> MixtureFit:
     """Sort components by mean and intersect adjacent ones (with the documented fallbacks)."""
-    comps = sorted(
-        (tuple(float(v) for v in params[i : i + 3]) for i in range(0, len(params), 3)),
+    comps: list[tuple[float, float, float]] = sorted(
+        (
+            (float(params[i]), float(params[i + 1]), abs(float(params[i + 2])))
+            for i in range(0, len(params), 3)
+        ),
         key=lambda c: c[1],
     )
-    comps = [(a, m, abs(s)) for a, m, s in comps]
     thresholds: list[float] = []
     missing: list[int] = []
     otsu: list[float] | None = None
@@ -369,7 +371,7 @@ def clean_urban_mask(raw_urban: np.ndarray, *, min_area: int = MIN_URBAN_AREA_PX
     count, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
     keep = np.zeros(count, bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
-    return keep[labels]
+    return np.asarray(keep[labels], dtype=bool)
 
 
 def final_classes(classes: np.ndarray, urban_mask: np.ndarray) -> np.ndarray:

@@ -288,7 +288,7 @@ def analyze_to(
         inputs={"optical": optical, "sar": sar},
         extra=extra,
     )
-    metrics = _json_safe({**result.metrics(), **extra})
+    metrics: dict[str, Any] = _json_safe({**result.metrics(), **extra})
     metrics.pop("clark_profile", None)
     return metrics
 
