@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     canet_joint_state = copy.deepcopy(canet.state_dict())
     refined, adapter_times, shares = {}, [], {}
     for i, domain in enumerate(JOINT):
-        report = prepare_adapt(canet, domain)
+        report = prepare_adapt(canet, domain, icm_output=False)
         shares[domain] = report["trainable"] / report["total"] * 100
         timing = train_steps(canet, single_loader(domain, i), steps=domain_steps, lr=lr / 2)
         adapter_times.append(timing["median_step_seconds"])

@@ -349,9 +349,11 @@ class CANet(nn.Module):
         head: Name of the head module (default ``base.head_name`` or ``"head"``).
         adapter_reduction: Bottleneck reduction of the adapters.
         use_icm: Use the interesting change region mask (False = plain adapters).
-        icm_output: Also multiply the change probability by the finest ICM. Off by default: in
-            ``benchmarks/change_domains.py`` this product collapsed the dataset with the fewest
-            labelled changes to "no change"; gating the adapters only did not.
+        icm_output: Multiply every dataset's change probability by its finest ICM. Off by
+            default: in joint training from scratch (``benchmarks/change_domains.py``) this
+            product collapsed the dataset with the fewest labelled changes to "no change";
+            gating the adapters only did not. Datasets added later by ``adapt`` switch it on for
+            themselves (``output_gated``), where the shared features are already trained.
         domain_bn: One BN per dataset (False = shared BN).
         base_config: Constructor arguments of ``base`` (recorded in checkpoints).
 
@@ -380,6 +382,8 @@ class CANet(nn.Module):
         self.domains = domains
         self.use_icm = use_icm
         self.icm_output = icm_output
+        #: Datasets whose change probability is multiplied by their finest ICM.
+        self.output_gated: set[str] = set(domains) if icm_output else set()
         self.domain_bn = domain_bn
         self.adapter_reduction = adapter_reduction
         self.base_config = dict(base_config or {})
@@ -489,6 +493,8 @@ class CANet(nn.Module):
             elif isinstance(module, DomainBatchNorm):
                 _add_bn_domain(module, source)
         self.domains.append(name)
+        if self.icm_output:
+            self.output_gated.add(name)
         return len(self.domains) - 1
 
     def domain_parameter_patterns(
@@ -556,7 +562,7 @@ class CANet(nn.Module):
         gates = self._collect_icm_logits()
         #: Detached ICM gate logits of the last forward pass, coarse to fine (for display).
         self.last_icm_logits = [gate.detach() for gate in gates]
-        if self.use_icm and self.icm_output:
+        if self.use_icm and (self.icm_output or self.domain in self.output_gated):
             if gates:
                 # p = sigmoid(head) * ICM_finest: the mask can only remove change the dataset
                 # does not label; back to a logit so the loss stays BCE-with-logits.

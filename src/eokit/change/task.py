@@ -128,7 +128,12 @@ def evaluate(
 
 # ------------------------------------------------------------------------------ adaptation
 def prepare_adapt(
-    model: CANet, domain: str, *, init_from: str | int = 0, encoder_bn_affine: bool = False
+    model: CANet,
+    domain: str,
+    *,
+    init_from: str | int = 0,
+    encoder_bn_affine: bool = False,
+    icm_output: bool = True,
 ) -> dict[str, Any]:
     """Get ``model`` ready to learn ``domain`` alone: add it if new, freeze everything else.
 
@@ -136,7 +141,9 @@ def prepare_adapt(
     (all its BNs with ``encoder_bn_affine``). The per-dataset BN *statistics* of the encoder and
     fusion layers always adapt (train mode); leaving their affine parameters frozen means no
     gradient flows through the encoder, which is what makes an adapter step cheaper than a
-    fine-tuning step.
+    fine-tuning step. With ``icm_output`` (and an ICM model) the new dataset's change
+    probability is also multiplied by its finest ICM, so it can veto change types the shared
+    model finds but this dataset does not label.
 
     Shared BN layers (models built with ``domain_bn=False``) are put in eval mode by
     :func:`train_steps`/``ChangeTask`` so their statistics stay those of the shared model.
@@ -148,6 +155,8 @@ def prepare_adapt(
 
     if domain not in model.domains:
         model.add_domain(domain, init_from=init_from)
+    if icm_output and model.use_icm:
+        model.output_gated.add(domain)
     freeze_all_but(model, model.domain_parameter_patterns(domain, encoder_bn=encoder_bn_affine))
     model.set_domain(domain)
     report = trainable_parameter_report(
@@ -262,6 +271,7 @@ def save_model(model: CANet, path: str | Path, *, extra: dict[str, str] | None =
         "format": MODEL_FORMAT,
         "config": json.dumps(model.base_config),
         "domains": json.dumps(model.domains),
+        "output_gated": json.dumps(sorted(model.output_gated)),
         **(extra or {}),
     }
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -299,6 +309,7 @@ def load_model(path: str | Path) -> CANet:
     config = json.loads(metadata["config"])
     domains = json.loads(metadata["domains"])
     model = build_canet(domains, **{k: v for k, v in config.items()})
+    model.output_gated = set(json.loads(metadata.get("output_gated", "[]")))
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
@@ -321,6 +332,7 @@ def save_domain_adapter(model: CANet, domain: str, path: str | Path) -> Path:
             "domain_index": str(index),
             "domains": json.dumps(model.domains),
             "config": json.dumps(model.base_config),
+            "output_gated": "1" if model.domains[index] in model.output_gated else "0",
         },
         hash_base_weights=True,
     )
@@ -352,4 +364,6 @@ def load_domain_adapter(model: CANet, path: str | Path) -> str:
     elif model.domain_index(domain) != index:
         raise InputError(f"dataset {domain!r} sits at another index in this model", path=path)
     load_adapter(model, path, base_fingerprint_check=True)
+    if metadata.get("output_gated") == "1":
+        model.output_gated.add(domain)
     return domain
