@@ -18,14 +18,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Timer, parse_args, seed_all, write_results  # noqa: E402
+from _common import Timer, add_common_args, seed_all, write_results  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "timeseries" / \
     "eolearn_TestEOPatch" / "TestEOPatch"
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    import argparse
+
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--epochs", type=int, default=4, help="pretraining epochs")
+    args = parser.parse_args()
     seed_all(args.seed)
     root = DATA if DATA.is_dir() else Path("/work/shared/data/timeseries/eolearn_TestEOPatch/"
                                            "TestEOPatch")
@@ -56,7 +60,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     n_label = int(0.029 * len(data))
     labelled_idx = np.sort(rng.choice(pool, n_label, replace=False))
-    epochs, model_size = (1, "tiny") if quick else (4, "small")
+    epochs, model_size = (1, "tiny") if quick else (args.epochs, "small")
     work = Path(tempfile.mkdtemp(prefix="ts_eopatch_"))
     with Timer() as t_pre:
         backbone, pre_account = pretrain(data, work / "pre", size=model_size, epochs=epochs,

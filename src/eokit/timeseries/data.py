@@ -421,7 +421,7 @@ def read_presto_npy(folder: str | Path) -> SeriesData:
         if (root / f"{name}.npy").is_file():
             extra[name] = load(f"{name}.npy")
     targets = load("target.npy").astype(np.float32) if (root / "target.npy").is_file() else None
-    return SeriesData(series=series, valid=np.isfinite(series).all(-1), doy=doy,
+    return SeriesData(series=series, valid=np.asarray(np.isfinite(series).all(-1)), doy=doy,
                       band_names=list(PRESTO_BANDS), targets=targets, source=str(root),
                       extra=extra)
 

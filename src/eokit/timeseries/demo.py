@@ -62,7 +62,7 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
             labelled = np.sort(rng.choice(len(data), max(8, int(0.03 * len(data))),
                                           replace=False))
             subset = data.subset(labelled)
-            model, fine = finetune(backbone, subset, subset.targets, Path(work) / "ft",
+            model, fine = finetune(backbone, subset, data.targets[labelled], Path(work) / "ft",
                                    class_names=list(CANOPY_CLASSES), epochs=15 if quick else 40,
                                    batch_size=32, seed=seed, progress=False)
         compute = compute_summary(pre, fine)

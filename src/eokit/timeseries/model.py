@@ -547,7 +547,7 @@ def _plain(model: nn.Module) -> nn.Module:
         import copy
 
         merged = copy.deepcopy(model)
-        merged.backbone = merged.backbone.merge_and_unload()
+        merged.backbone = merged.backbone.merge_and_unload()  # type: ignore[union-attr,operator]
         return merged
     return model
 

@@ -183,12 +183,13 @@ def write_maps(
                 becomes, stops = forest_change_dates(forest_prob, block.valid,
                                                      persistence=persistence,
                                                      warmup=_warmup_index(block.dates))
+                block_dates = reader.dates
                 becomes_all[row:row + rows] = becomes.reshape(rows, width)
                 stops_all[row:row + rows] = stops.reshape(rows, width)
                 writers["becomes_forest"].write_window(
-                    date_code(block.dates, becomes).reshape(1, rows, width), row, 0)
+                    date_code(block_dates, becomes).reshape(1, rows, width), row, 0)
                 writers["stops_forest"].write_window(
-                    date_code(block.dates, stops).reshape(1, rows, width), row, 0)
+                    date_code(block_dates, stops).reshape(1, rows, width), row, 0)
     except BaseException as error:
         for w in writers.values():
             w.__exit__(type(error), error, None)
@@ -318,9 +319,9 @@ def predict_report(model: FineTunedSeriesModel, meta: dict[str, Any], reader: Se
         report.section("Change", f"Days after {str(dates[0])[:10]} when a pixel becomes forest or "
                        "stops being forest (confirmed by 2 consecutive valid dates; grey: no "
                        "change). GeoTIFFs store YYYYMMDD.")
-        for name, index in (("becomes forest", result.becomes_forest),
-                            ("stops being forest", result.stops_forest)):
-            report.image_map(_days_since(index, dates), title=name, pixel_size_m=pixel_size,
+        for name, change in (("becomes forest", result.becomes_forest),
+                             ("stops being forest", result.stops_forest)):
+            report.image_map(_days_since(change, dates), title=name, pixel_size_m=pixel_size,
                              cmap="plasma", colorbar_label="days since first date")
     if labels is not None and result.probability_preview:
         latest = max(result.probability_preview)

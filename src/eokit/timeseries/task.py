@@ -374,8 +374,8 @@ def finetune(
             from eokit.core.adapters import apply_lora
 
             backbone.requires_grad_(False)
-            model.backbone = apply_lora(backbone, list(LORA_TARGETS), r=lora_rank,
-                                        alpha=2 * lora_rank)
+            model.backbone = apply_lora(  # type: ignore[assignment]
+                backbone, list(LORA_TARGETS), r=lora_rank, alpha=2 * lora_rank)
             model.head.requires_grad_(True)
         dataset = SeriesDataset(data, y_tensor.numpy())
         lt = _make_full_task(model, loss_fn, lr, weight_decay)

@@ -199,9 +199,9 @@ def generate_pixel_series(
         r0, c0 = rng.integers(0, size, size=2)
         angle = rng.uniform(0, np.pi)
         length = rng.integers(size // 4, size // 2 + 1)
-        t = np.arange(length)
-        rr = np.clip(np.round(r0 + t * np.sin(angle)).astype(int), 0, size - 1)
-        cc = np.clip(np.round(c0 + t * np.cos(angle)).astype(int), 0, size - 1)
+        along = np.arange(length)
+        rr = np.clip(np.round(r0 + along * np.sin(angle)).astype(int), 0, size - 1)
+        cc = np.clip(np.round(c0 + along * np.cos(angle)).astype(int), 0, size - 1)
         line = np.zeros_like(hedgerow)
         line[rr, cc] = True
         hedgerow |= line & np.isin(landcover, (2, 3))
