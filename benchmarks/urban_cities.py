@@ -202,8 +202,11 @@ def figure(real: dict, sims: list[dict]):  # type: ignore[no-untyped-def]
             color=["tab:red" if c["structure"] == "polycentric" else "tab:blue" for c in cities],
         )
         ax.set_ylabel("alpha (per km, slope of C through minima)")
+        failed = [c["city"] for c in real.get("cities", []) if "error" in c]
         ax.set_title(
-            f"Paper mode, 8 cities, assumed {real['pixel_size_m']} m/px (blue mono, red poly)",
+            f"Paper mode, {len(cities)} of {len(real['cities'])} cities, assumed "
+            f"{real['pixel_size_m']} m/px (blue mono, red poly)"
+            + (f"; failed: {', '.join(failed)}" if failed else ""),
             fontsize=10,
         )
         ax.tick_params(axis="x", rotation=45)
@@ -256,7 +259,7 @@ def figure(real: dict, sims: list[dict]):  # type: ignore[no-untyped-def]
         ax.bar([c["city"] for c in cities], [c["analysis_seconds"] for c in cities])
         ax.set_ylabel("seconds per city (in a 2-process batch)")
         ax.set_title(
-            f"Wall time: batch of {len(cities)} in {real['batch_wall_seconds']:.0f} s "
+            f"Wall time: batch of {len(real['cities'])} in {real['batch_wall_seconds']:.0f} s "
             f"with {real['workers']} processes",
             fontsize=10,
         )
