@@ -105,7 +105,7 @@ class Grid:
 
     def window_grid(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
         """The grid of a sub-window (row/col offsets in pixels)."""
-        transform = self.transform * Affine.translation(col_off, row_off)
+        transform = self.transform @ Affine.translation(col_off, row_off)
         return replace(self, transform=transform, width=width, height=height)
 
     def same_as(self, other: Grid, *, atol: float = 1e-6) -> bool:

@@ -70,7 +70,7 @@ def centre_features(result: UrbanResult, grid: Grid) -> list[dict[str, Any]]:
     """GeoJSON point features of the centre clusters (centroids) in the grid's CRS."""
     features = []
     for rank, cluster in enumerate(result.clusters, start=1):
-        x, y = grid.transform * (cluster.col + 0.5, cluster.row + 0.5)
+        x, y = grid.transform @ (cluster.col + 0.5, cluster.row + 0.5)
         features.append(
             {
                 "type": "Feature",
