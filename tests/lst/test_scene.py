@@ -204,3 +204,34 @@ def test_cli_simulate_and_train_with_config(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "piml.safetensors").exists()
     assert "test RMSE" in result.output
+
+
+def test_retrieve_arrays_matches_windowed_scene(scene_dir, tmp_path, monkeypatch):
+    import eokit.lst.scene as scene_module
+    from eokit.lst.scene import parse_mtl, retrieve_arrays
+
+    scene, paths = scene_dir
+    config = RetrievalConfig(method="sc")
+    out = retrieve_scene(
+        paths["B10"],
+        tmp_path / "w.tif",
+        config=config,
+        mtl=paths["MTL"],
+        red=paths["red"],
+        nir=paths["nir"],
+        water_vapour=1.2,
+        block=40,
+        progress=False,
+    )
+    monkeypatch.setattr(scene_module, "_CHUNK_PIXELS", 100)  # many row chunks
+    arrays = retrieve_arrays(
+        scene.dn.astype(np.float32),
+        config=config,
+        calibration=parse_mtl(paths["MTL"]),
+        red=scene.red,
+        nir=scene.nir,
+        water_vapour=1.2,
+    )
+    assert np.allclose(arrays, read_raster(out).data[0], atol=1e-4, equal_nan=True)
+    with pytest.raises(InputError, match="emissivity"):
+        retrieve_arrays(scene.radiance, config=config, water_vapour=1.0)

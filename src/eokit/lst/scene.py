@@ -154,6 +154,16 @@ class RetrievalConfig:
             raise InputError("method 'piml' needs a trained model", parameter="model")
 
 
+_CHUNK_PIXELS = 32768
+
+
+def _rows(array: np.ndarray, rows: slice, shape: tuple[int, ...]) -> np.ndarray:
+    """Rows of a full-size array, or the array itself when it broadcasts (scalar, 1 row)."""
+    if array.ndim == 2 and array.shape == shape:
+        return array[rows]
+    return array
+
+
 def retrieve_block(
     radiance: np.ndarray, emissivity: np.ndarray, water_vapour: np.ndarray, config: RetrievalConfig
 ) -> np.ndarray:
@@ -165,6 +175,20 @@ def retrieve_block(
     radiance = np.asarray(radiance, dtype=np.float32)
     eps = np.asarray(emissivity, dtype=np.float32)
     water = np.asarray(water_vapour, dtype=np.float32)
+    if config.method != "piml" and radiance.ndim == 2 and radiance.size > 2 * _CHUNK_PIXELS:
+        # cache-sized row chunks: each numpy pass then stays in L2, about 3x faster than
+        # whole-block temporaries on a 7000-px-wide scene
+        rows = max(1, _CHUNK_PIXELS // radiance.shape[1])
+        out = np.empty(radiance.shape, dtype=np.float32)
+        for start in range(0, radiance.shape[0], rows):
+            sl = slice(start, start + rows)
+            out[sl] = retrieve_block(
+                radiance[sl],
+                _rows(eps, sl, radiance.shape),
+                _rows(water, sl, radiance.shape),
+                config,
+            )
+        return out
     if config.method != "piml":
         with np.errstate(invalid="ignore", divide="ignore"):
             rad = np.where(radiance > 0, radiance, np.float32(np.nan))
@@ -190,6 +214,67 @@ def retrieve_block(
     bt = config.band.brightness_temperature(rad)
     features = np.stack([bt, w, e, np.full_like(bt, config.view_zenith_deg)], axis=1)
     out[ok] = predict(config.network, features.astype(np.float32))
+    return out
+
+
+def retrieve_arrays(
+    thermal: np.ndarray,
+    *,
+    config: RetrievalConfig,
+    calibration: MtlCalibration | None = None,
+    emissivity: np.ndarray | float | None = None,
+    red: np.ndarray | None = None,
+    nir: np.ndarray | None = None,
+    water_vapour: np.ndarray | float = 2.0,
+    names: dict[str, str] | None = None,
+) -> np.ndarray:
+    """LST (K) for in-memory (H, W) arrays: DN or radiance → emissivity → retrieval.
+
+    Works in cache-sized row chunks (calibration, NDVI emissivity, checks and retrieval fused per
+    chunk), which is several times faster than whole-array numpy passes on wide scenes.
+
+    Args:
+        thermal: Band-10 DN (with ``calibration``; DN 0 = fill) or TOA radiance (NaN = nodata).
+        config: Method and its parameters.
+        calibration: MTL rescaling (DN → radiance), if ``thermal`` holds DN.
+        emissivity: Emissivity array or value; else ``red`` and ``nir`` (NDVI-THM).
+        red: Red reflectance (same shape as ``thermal``).
+        nir: NIR reflectance (same shape as ``thermal``).
+        water_vapour: Column water vapour, g cm⁻² (value or array).
+        names: Names used in error messages (keys radiance, emissivity, water_vapour).
+
+    Raises:
+        InputError: emissivity outside (0, 1], negative radiance, water vapour outside [0, 10].
+    """
+    names = names or {}
+    thermal = np.asarray(thermal)
+    if emissivity is None and (red is None or nir is None):
+        raise InputError(
+            "give an emissivity (array or value) or both red and nir", parameter="emissivity"
+        )
+    shape = thermal.shape
+    eps_in = None if emissivity is None else np.asarray(emissivity, dtype=np.float32)
+    water_in = np.asarray(water_vapour, dtype=np.float32)
+    width = shape[1] if thermal.ndim == 2 else max(1, thermal.size)
+    chunk = _CHUNK_PIXELS if config.method != "piml" else 8 * _CHUNK_PIXELS  # fewer torch calls
+    rows = max(1, chunk // width) if thermal.ndim == 2 else 1
+    out = np.empty(shape, dtype=np.float32)
+    for start in range(0, shape[0] if thermal.ndim == 2 else 1, rows):
+        sl = slice(start, start + rows) if thermal.ndim == 2 else slice(None)
+        data = thermal[sl].astype(np.float32)
+        if calibration is not None:  # Level-1 DN; 0 is the fill value
+            scaled = data * np.float32(calibration.radiance_mult)
+            data = np.where(data > 0, scaled + np.float32(calibration.radiance_add), np.nan)
+        check_radiance(data, name=names.get("radiance", "radiance"))
+        if eps_in is not None:
+            eps = _rows(eps_in, sl, shape)
+            check_emissivity(eps, name=names.get("emissivity", "emissivity"))
+        else:
+            assert red is not None and nir is not None
+            eps = ndvi_emissivity(red[sl], nir[sl])
+        water = _rows(water_in, sl, shape)
+        check_water_vapour(water, name=names.get("water_vapour", "water_vapour"))
+        out[sl] = retrieve_block(data, eps, water, config)
     return out
 
 
@@ -277,26 +362,22 @@ def retrieve_scene(
     ) as writer:
         for window in iterator:
             data = _read_window(thermal, window)
-            if calibration is not None:
-                data = data * np.float32(calibration.radiance_mult) + np.float32(
-                    calibration.radiance_add
-                )
-            check_radiance(data, name=str(thermal))
+            eps: Any = emissivity
             if "emissivity" in rasters:
-                eps: Any = _read_window(rasters["emissivity"], window)
-                check_emissivity(eps, name=str(rasters["emissivity"]))
-            elif "red" in rasters:
-                eps = ndvi_emissivity(
-                    _read_window(rasters["red"], window), _read_window(rasters["nir"], window)
-                )
-            else:
-                eps = np.float32(emissivity)  # type: ignore[arg-type]
+                eps = _read_window(rasters["emissivity"], window)
+            water: Any = water_vapour
             if "water_vapour" in rasters:
-                water: Any = _read_window(rasters["water_vapour"], window)
-                check_water_vapour(water, name=str(rasters["water_vapour"]))
-            else:
-                water = np.float32(water_vapour)  # type: ignore[arg-type]
-            lst = retrieve_block(data, eps, water, config)
+                water = _read_window(rasters["water_vapour"], window)
+            lst = retrieve_arrays(
+                data,
+                config=config,
+                calibration=calibration,
+                emissivity=eps,
+                red=_read_window(rasters["red"], window) if "red" in rasters else None,
+                nir=_read_window(rasters["nir"], window) if "nir" in rasters else None,
+                water_vapour=water,
+                names={"radiance": str(thermal), **{k: str(v) for k, v in rasters.items()}},
+            )
             if on_block is not None:
                 on_block(lst)
             writer.write_window(lst[None], window[0], window[1])
