@@ -28,7 +28,7 @@ def main() -> None:
     import argparse
 
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    parser.add_argument("--epochs", type=int, default=4, help="pretraining epochs")
+    parser.add_argument("--epochs", type=int, default=12, help="pretraining epochs")
     args = parser.parse_args()
     seed_all(args.seed)
     root = DATA if DATA.is_dir() else Path("/work/shared/data/timeseries/eolearn_TestEOPatch/"
