@@ -177,16 +177,19 @@ def main(argv: list[str] | None = None) -> None:
     for fraction in FRACTIONS:
         row: dict[str, float | int] = {"fraction": fraction,
                                        "pairs": max(2, int(round(n_train * fraction)))}
-        for mode in ("adapt", "full_finetune"):
+        for mode in ("adapt", "adapt_fast", "full_finetune"):
             seed_all(args.seed)
             model = copy.deepcopy(base)
-            report = prepare_adapt(model, NEW, init_from=0)
+            # adapt: all the dataset's parts incl. encoder BN affine (the default);
+            # adapt_fast: encoder/fusion BN only re-estimate statistics (no encoder backward).
+            report = prepare_adapt(model, NEW, init_from=0,
+                                   encoder_bn_affine=mode != "adapt_fast")
             if mode == "full_finetune":
                 for p in model.parameters():
                     p.requires_grad_(True)
                 report = trainable_parameter_report(model)
             timing = train_steps(model, single_loader(NEW, 3, fraction), steps=adapt_steps,
-                                 lr=lr if mode == "adapt" else lr / 2)
+                                 lr=lr / 2 if mode == "full_finetune" else lr)
             metrics = evaluate(model, test_set(NEW, 3), domain=3, batch_size=16)
             row[f"{mode}_f1"] = metrics["f1"]
             row[f"{mode}_iou"] = metrics["iou"]
@@ -205,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
                   for d in JOINT}
     adapt_step = float(np.mean([r["adapt_seconds_per_step"] for r in adapt_rows]))
     ft_step = float(np.mean([r["full_finetune_seconds_per_step"] for r in adapt_rows]))
+    fast_step = float(np.mean([r["adapt_fast_seconds_per_step"] for r in adapt_rows]))
     targets = {
         "adapter_share_percent_max": max(shares.values()),
         "adapter_share_le_8pct": max(shares.values()) <= 8.0,
@@ -220,6 +224,11 @@ def main(argv: list[str] | None = None) -> None:
             r["adapt_f1"] > r["full_finetune_f1"] for r in adapt_rows if r["fraction"] <= 0.10),
         "adapter_step_over_finetune_step": adapt_step / ft_step,
         "adapter_step_le_0.6x": adapt_step / ft_step <= 0.6,
+        "adapt_fast_step_over_finetune_step": fast_step / ft_step,
+        "adapt_fast_step_le_0.6x": fast_step / ft_step <= 0.6,
+        "adapt_fast_beats_finetune_at_le_10pct": all(
+            r["adapt_fast_f1"] > r["full_finetune_f1"] for r in adapt_rows
+            if r["fraction"] <= 0.10),
     }
     payload = {
         "scale": {
@@ -271,6 +280,8 @@ def _figure(results: dict, adapt_rows: list[dict]):
     ax.legend(fontsize=7)
     fractions = [100 * r["fraction"] for r in adapt_rows]
     bx.plot(fractions, [r["adapt_f1"] for r in adapt_rows], "o-", label="adapt (CANet)")
+    bx.plot(fractions, [r["adapt_fast_f1"] for r in adapt_rows], "^:",
+            label="adapt, decoder BN only (fast)")
     bx.plot(fractions, [r["full_finetune_f1"] for r in adapt_rows], "s--", label="full fine-tune")
     bx.set_xscale("log")
     bx.set_xticks(fractions, [f"{f:g}" for f in fractions])

@@ -132,18 +132,18 @@ def prepare_adapt(
     domain: str,
     *,
     init_from: str | int = 0,
-    encoder_bn_affine: bool = False,
+    encoder_bn_affine: bool = True,
     icm_output: bool = True,
 ) -> dict[str, Any]:
     """Get ``model`` ready to learn ``domain`` alone: add it if new, freeze everything else.
 
-    Trainable: the dataset's adapters, ICMs, head and the affine parameters of its decoder BNs
-    (all its BNs with ``encoder_bn_affine``). The per-dataset BN *statistics* of the encoder and
-    fusion layers always adapt (train mode); leaving their affine parameters frozen means no
-    gradient flows through the encoder, which is what makes an adapter step cheaper than a
-    fine-tuning step. With ``icm_output`` (and an ICM model) the new dataset's change
-    probability is also multiplied by its finest ICM, so it can veto change types the shared
-    model finds but this dataset does not label.
+    Trainable: the dataset's adapters, ICMs, head and BN affine parameters. With
+    ``encoder_bn_affine=False`` only the decoder BNs train their affine parameters while the
+    encoder and fusion BNs only re-estimate their per-dataset statistics (train mode): then no
+    gradient flows through the encoder, so a step is cheaper, at some cost in quality (see
+    ``benchmarks/change_domains.py``). With ``icm_output`` (and an ICM model) the new
+    dataset's change probability is also multiplied by its finest ICM, so it can veto change
+    types the shared model finds but this dataset does not label.
 
     Shared BN layers (models built with ``domain_bn=False``) are put in eval mode by
     :func:`train_steps`/``ChangeTask`` so their statistics stay those of the shared model.
