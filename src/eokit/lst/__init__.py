@@ -35,6 +35,8 @@ _EXPORTS = {
     "load_network": "eokit.lst.task",
     "RetrievalConfig": "eokit.lst.scene",
     "retrieve_scene": "eokit.lst.scene",
+    "retrieve_arrays": "eokit.lst.scene",
+    "load_tigr2000": "eokit.lst.profiles",
     "ndvi_emissivity": "eokit.lst.scene",
     "parse_mtl": "eokit.lst.scene",
 }
