@@ -461,3 +461,20 @@ def test_write_csv(tmp_path):
 def test_raster_dataclass_properties():
     raster = Raster(np.zeros((2, 3, 4)), np.ones((3, 4), bool), utm_grid(4, 3))
     assert raster.count == 2 and raster.shape == (3, 4) and raster.name == "<array>"
+
+
+def test_atomic_write_output_follows_umask_not_private_temp_mode(tmp_path):
+    import os
+    import tempfile
+
+    from eokit.core.raster import atomic_write
+
+    target = tmp_path / "out.bin"
+    with atomic_write(target) as tmp:
+        fd, name = tempfile.mkstemp(dir=tmp.parent)  # mkstemp makes 0600 files
+        os.write(fd, b"x")
+        os.close(fd)
+        os.replace(name, tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -138,6 +138,15 @@ def check_output_path(path: PathLike) -> Path:
     return p
 
 
+def _file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def _temp_sibling(path: Path, tag: str = "partial") -> Path:
     """Hidden temporary name in the same folder, keeping the suffix (some writers need it)."""
     return path.with_name(f".{path.stem}.{tag}-{secrets.token_hex(4)}{path.suffix}")
@@ -170,6 +179,9 @@ def atomic_write(path: PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise RuntimeError(f"nothing was written to the temporary file for {final}")
+        if tmp.is_file():
+            # Some writers (mkstemp, safetensors) create 0600 files; outputs follow the umask.
+            os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
