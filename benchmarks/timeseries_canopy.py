@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Timer, parse_args, seed_all, write_results  # noqa: E402
+from _common import Timer, add_common_args, seed_all, write_results  # noqa: E402
 
 #: Per-date head features use a moving average over about the last MEMORY valid dates (dynamic
 #: maps must react to clear-cuts; the all-dates mean is kept for static labels).
@@ -27,7 +27,11 @@ MEMORY = 8
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
+    import argparse
+
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--epochs", type=int, default=12, help="pretraining epochs")
+    args = parser.parse_args()
     seed_all(args.seed)
     import torch
 
@@ -48,7 +52,7 @@ def main() -> None:
 
     quick = args.quick
     size, test_size, years = (32, 24, 2) if quick else (72, 48, 3)
-    epochs, model_size = (1, "tiny") if quick else (4, "small")
+    epochs, model_size = (1, "tiny") if quick else (args.epochs, "small")
     label_fraction = 0.025
     t_start = time.perf_counter()
     scene = generate_pixel_series(size, seed=args.seed, years=years)
