@@ -97,3 +97,31 @@ def test_cli_pipeline(tmp_path, capsys):
                            str(sim / "landcover.tif"), "--classes", "none,forest",
                            "--out", str(tmp_path / "ft2")], capsys)
     assert code == 2 and "outside the 2 classes" in err and len(err.splitlines()) == 1
+
+
+def test_cli_presto_regression(tmp_path, capsys):
+    folder = tmp_path / "fuel" / "npy"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(100, 3000, size=(40, 3, 18))
+    np.save(folder / "s1_s2_era5_srtm.npy", x)
+    np.save(folder / "month.npy", np.tile([4, 5, 6], (40, 1)))
+    np.save(folder / "target.npy", x[:, -1, 8] / 30.0)
+    np.save(folder / "is_test.npy", (np.arange(40) % 4 == 0).astype(int))
+    run = tmp_path / "run"
+    code, out, err = _run(["timeseries", "pretrain", str(tmp_path / "fuel"), "--out", str(run),
+                           "--size", "tiny", "--epochs", "1",
+                           "--trainer.enable_progress_bar", "false"], capsys)
+    assert code == 0, err
+    code, out, err = _run(["timeseries", "finetune", str(tmp_path / "fuel"), "--backbone",
+                           str(run / "backbone.safetensors"), "--task", "regression",
+                           "--label-fraction", "0.7", "--epochs", "2", "--out", str(run / "ft"),
+                           "--trainer.enable_progress_bar", "false"], capsys)
+    assert code == 0, err
+    code, out, err = _run(["timeseries", "predict", str(tmp_path / "fuel"), "--model",
+                           str(run / "ft" / "model.safetensors"), "--out", str(tmp_path / "p")],
+                          capsys)
+    assert code == 0, err
+    assert "test split: rmse" in out and "(n=10)" in out
+    lines = (tmp_path / "p" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "sample,prediction,target,is_test" and len(lines) == 41

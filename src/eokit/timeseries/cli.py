@@ -249,6 +249,11 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
     model, meta = load_model(model_path)
     if not isinstance(model, FineTunedSeriesModel):
         raise InputError("is a backbone; predict needs a fine-tuned model", path=model_path)
+    from eokit.timeseries.data import detect_layout
+
+    if (detect_layout(input_path) if layout == "auto" else layout) == "presto":
+        _predict_samples(model, input_path, out_dir)
+        return
     reader = SeriesReader(input_path, layout=layout,
                           **_reader_options(features, valid_mask, invalid_mask))
     forest = [c.strip() for c in forest_classes.split(",")] if forest_classes else None
@@ -288,3 +293,35 @@ def forecast(input_path: Path, model_path: Path, steps: int, step_days: float | 
     files = write_forecast(backbone, data, out_dir, steps, step_days=step_days)
     for name, file in files.items():
         click.echo(f"{name}: {file}")
+
+
+def _predict_samples(model: Any, input_path: Path, out_dir: Path) -> None:
+    """Per-sample predictions (non-raster layouts) to CSV; test-split metrics when known."""
+    import numpy as np
+
+    from eokit.core.metrics import regression_metrics
+    from eokit.core.raster import write_csv
+    from eokit.timeseries.data import read_presto_npy
+    from eokit.timeseries.task import predict_series
+
+    data = read_presto_npy(input_path)
+    output = predict_series(model, data)[:, -1]
+    rows = []
+    for i in range(len(data)):
+        row: dict[str, Any] = {"sample": i}
+        if model.task == "classification":
+            row.update({name: float(output[i, k]) for k, name in enumerate(model.class_names)})
+        else:
+            row["prediction"] = float(output[i])
+        if data.targets is not None:
+            row["target"] = float(data.targets[i])
+        if "is_test" in data.extra:
+            row["is_test"] = int(data.extra["is_test"][i])
+        rows.append(row)
+    path = write_csv(Path(out_dir) / "predictions.csv", rows)
+    click.echo(f"predictions: {path}")
+    if model.task == "regression" and data.targets is not None:
+        test = np.asarray(data.extra.get("is_test", np.ones(len(data))), dtype=bool)
+        scores = regression_metrics(output[test], data.targets[test])
+        click.echo("test split: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()
+                                             if k != "n") + f" (n={scores['n']})")
