@@ -162,6 +162,15 @@ def main(argv: list[str] | None = None) -> None:
             "DSIFN-CD sample has no split; the first half of the sorted names trains.",
         ],
     }
+    for name, res in results.items():
+        rows = res["methods"]
+        for mode, row in rows.items():
+            if not row["f1"] > 0.05:
+                payload["notes"].append(f"{name}: {mode} collapsed to (almost) no change, "
+                                        f"F1 {row['f1']:.3f}")
+        if rows["adapt"]["f1"] < rows["full_finetune"]["f1"]:
+            payload["notes"].append(f"{name}: adapt (F1 {rows['adapt']['f1']:.3f}) is below full "
+                                    f"fine-tuning (F1 {rows['full_finetune']['f1']:.3f})")
     write_results("change_real", payload, _figure(results), out_dir=args.out)
     print(f"done in {payload['seconds']:.0f} s")
     for name, res in results.items():
