@@ -93,16 +93,19 @@ def day_of_year(dates: np.ndarray) -> np.ndarray:
     """Day of year (1..366, int32) of datetime64 dates."""
     days = np.asarray(dates).astype("datetime64[D]")
     years = days.astype("datetime64[Y]")
-    return ((days - years).astype(np.int64) + 1).astype(np.int32)
+    doy: np.ndarray = ((days - years).astype(np.int64) + 1).astype(np.int32)
+    return doy
 
 
 def _logistic(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return out
 
 
 def _season(doy: np.ndarray, up: np.ndarray, down: np.ndarray, width: float) -> np.ndarray:
     """Double-logistic green season 0..1 (``doy`` broadcast against per-pixel up/down days)."""
-    return _logistic((doy - up) / width) * _logistic((down - doy) / width)
+    season: np.ndarray = _logistic((doy - up) / width) * _logistic((down - doy) / width)
+    return season
 
 
 def _irregular_dates(start: _dt.date, years: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,14 +128,16 @@ def _parcels(size: int, n_parcels: int, rng: np.random.Generator) -> np.ndarray:
     dist = ((rows[None] - seeds[:, 0, None, None]) ** 2) * stretch[:, None, None] + (
         (cols[None] - seeds[:, 1, None, None]) ** 2
     ) / stretch[:, None, None]
-    return np.argmin(dist, axis=0).astype(np.int32)
+    parcel_ids: np.ndarray = np.argmin(dist, axis=0).astype(np.int32)
+    return parcel_ids
 
 
 def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     noise = gaussian_filter(rng.standard_normal(shape), sigma=sigma, mode="wrap")
-    return (noise - noise.mean()) / (noise.std() + 1e-9)
+    standardised: np.ndarray = (noise - noise.mean()) / (noise.std() + 1e-9)
+    return standardised
 
 
 def generate_pixel_series(
@@ -403,7 +408,8 @@ def ndvi(reflectance: np.ndarray, *, red: int = 2, nir: int = 3, axis: int = 1) 
     """NDVI from reflectance with bands on ``axis`` (default the (T, C, H, W) layout)."""
     r = np.take(reflectance, red, axis=axis)
     n = np.take(reflectance, nir, axis=axis)
-    return (n - r) / np.maximum(n + r, 1e-6)
+    index: np.ndarray = (n - r) / np.maximum(n + r, 1e-6)
+    return index
 
 
 def write_pixel_series(scene: PixelSeriesScene, out_dir: str | Path) -> dict[str, Path]:
