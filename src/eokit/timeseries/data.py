@@ -125,7 +125,10 @@ class SeriesDataset(Dataset[SeriesSample]):
 def day_of_year(dates: np.ndarray) -> np.ndarray:
     """(T,) datetime64 -> (T,) float32 day of year 1..366."""
     days = np.asarray(dates).astype("datetime64[D]")
-    return ((days - days.astype("datetime64[Y]")).astype(np.int64) + 1).astype(np.float32)
+    doy: np.ndarray = ((days - days.astype("datetime64[Y]")).astype(np.int64) + 1).astype(
+        np.float32
+    )
+    return doy
 
 
 def check_dates(dates: np.ndarray, *, source: str | Path, parameter: str | None = None
@@ -237,13 +240,13 @@ def read_geotiff_stack(
         check_aligned(**{str(files[0]): first_grid, str(path): grid})
         if n != count:
             raise InputError(f"has {n} bands but {files[0].name} has {count}", path=path)
-    cube = None
-    valid = None
+    cube: np.ndarray | None = None
+    valid: np.ndarray | None = None
     grid_out = first_grid
     names = list(band_names) if band_names else None
     for t, path in enumerate(files):
         raster = read_raster(path, window=window, dtype=np.float32, allow_empty=True)
-        if cube is None:
+        if cube is None or valid is None:
             h, w = raster.shape
             cube = np.empty((h * w, len(files), count), dtype=np.float32)
             valid = np.empty((h * w, len(files)), dtype=bool)
@@ -268,13 +271,15 @@ def _load_feature(folder: Path, name: str) -> np.ndarray:
     packed = folder / f"{name}.npy.gz"
     if plain.is_file():
         try:
-            return np.load(plain, mmap_mode="r", allow_pickle=False)
+            mapped: np.ndarray = np.load(plain, mmap_mode="r", allow_pickle=False)
+            return mapped
         except (ValueError, OSError) as error:
             raise InputError(f"not a readable .npy array ({error})", path=plain) from None
     if packed.is_file():
         try:
             with gzip.open(packed, "rb") as handle:
-                return np.load(handle, allow_pickle=False)
+                unpacked: np.ndarray = np.load(handle, allow_pickle=False)
+            return unpacked
         except (ValueError, OSError, EOFError) as error:
             raise InputError(f"not a readable .npy.gz array ({error})", path=packed) from None
     raise InputError(f"EOPatch feature {name!r} not found (.npy or .npy.gz)", path=folder)
@@ -400,7 +405,8 @@ def read_presto_npy(folder: str | Path) -> SeriesData:
 
     def load(name: str) -> np.ndarray:
         try:
-            return np.load(root / name, allow_pickle=False)
+            array: np.ndarray = np.load(root / name, allow_pickle=False)
+            return array
         except (ValueError, OSError) as error:
             raise InputError(f"not a readable .npy array ({error})", path=root / name) from None
 

@@ -126,7 +126,8 @@ class CausalSelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
+        projected: torch.Tensor = self.proj(out.transpose(1, 2).reshape(batch, length, width))
+        return projected
 
 
 class Block(nn.Module):
@@ -145,7 +146,8 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (B, T, D)."""
         x = x + self.drop(self.attn(self.ln1(x), mask))
-        return x + self.drop(self.fc2(F.gelu(self.fc1(self.ln2(x)))))
+        out: torch.Tensor = x + self.drop(self.fc2(F.gelu(self.fc1(self.ln2(x)))))
+        return out
 
 
 class PixelSeriesTransformer(nn.Module):
@@ -295,14 +297,16 @@ class PixelSeriesTransformer(nn.Module):
         mask = (causal[None] & (valid[:, None, :] | eye[None]))[:, None]
         for block in self.blocks:
             x = block(x, mask)
-        return self.ln_f(x)
+        hidden: torch.Tensor = self.ln_f(x)
+        return hidden
 
     def predict_next(
         self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor,
         next_day: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Scaled prediction (B, T, C) of the bands of the NEXT date at every position."""
-        return self.next_head(self(series, doy, valid, next_day))
+        prediction: torch.Tensor = self.next_head(self(series, doy, valid, next_day))
+        return prediction
 
     def next_token_loss(
         self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor, *, delta: float = 1.0
@@ -325,7 +329,8 @@ class PixelSeriesTransformer(nn.Module):
         valid = valid.to(torch.bool) & torch.isfinite(series).all(dim=-1)
         hidden = self(series, doy, valid)
         weight = valid[..., None].to(hidden.dtype)
-        return (hidden * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+        embedding: torch.Tensor = (hidden * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+        return embedding
 
     @torch.no_grad()
     def forecast(
@@ -386,7 +391,8 @@ class SeriesHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (…, in_features) -> (…, out_features)."""
-        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+        out: torch.Tensor = self.fc2(self.drop(F.gelu(self.fc1(x))))
+        return out
 
 
 def prefix_features(hidden: torch.Tensor, valid: torch.Tensor, *,
@@ -468,13 +474,14 @@ class FineTunedSeriesModel(nn.Module):
     def forward(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
                 ) -> torch.Tensor:
         """(B, T, K) logits (classification) or standardised values (regression) per date."""
-        return self.head(self.features(series, doy, valid))
+        out: torch.Tensor = self.head(self.features(series, doy, valid))
+        return out
 
     @torch.no_grad()
     def predict(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
                 ) -> torch.Tensor:
         """(B, T, K) class probabilities or (B, T) values in target units at every date."""
-        out = self(series, doy, valid)
+        out: torch.Tensor = self(series, doy, valid)
         if self.task == "classification":
             return out.softmax(-1)
         return out[..., 0] * self.target_std + self.target_mean

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 #: Modules LoRA adapts in the backbone.
 LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")
+
+#: A training loss: (model output, target) -> scalar tensor.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # -- Lightning pieces ---------------------------------------------------------------------------
@@ -88,7 +91,7 @@ def _make_pretrain_task(model: PixelSeriesTransformer, lr: float, weight_decay: 
     return PretrainTask()
 
 
-def _make_head_task(head: nn.Module, loss_fn: Any, lr: float, weight_decay: float) -> Any:
+def _make_head_task(head: nn.Module, loss_fn: LossFn, lr: float, weight_decay: float) -> Any:
     base = _base_task()
 
     class HeadTask(base):  # type: ignore[misc, valid-type]
@@ -108,7 +111,7 @@ def _make_head_task(head: nn.Module, loss_fn: Any, lr: float, weight_decay: floa
     return HeadTask()
 
 
-def _make_full_task(model: FineTunedSeriesModel, loss_fn: Any, lr: float,
+def _make_full_task(model: FineTunedSeriesModel, loss_fn: LossFn, lr: float,
                     weight_decay: float) -> Any:
     base = _base_task()
 
@@ -240,7 +243,7 @@ def per_date_targets(targets: np.ndarray, n_dates: int, *, label_dates: str = "a
     return out
 
 
-def _classification_loss(weights: torch.Tensor | None) -> Any:
+def _classification_loss(weights: torch.Tensor | None) -> LossFn:
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                weight=weights, ignore_index=IGNORE_INDEX)
