@@ -44,6 +44,12 @@ def write_test_geotiff(
     return path
 
 
+@pytest.fixture(name="write_test_geotiff")
+def _write_test_geotiff_fixture() -> Callable[..., Path]:
+    """:func:`write_test_geotiff` as a fixture, for tests that choose their own paths."""
+    return write_test_geotiff
+
+
 @pytest.fixture
 def make_geotiff(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_geotiff(data, name="x.tif", **kwargs)`` writes a GeoTIFF under tmp_path."""
