@@ -14,7 +14,7 @@ from eokit.change.data import read_label, to_float
 from eokit.change.model import CANet
 from eokit.change.task import change_metrics
 from eokit.core.errors import InputError
-from eokit.core.metrics import ConfusionMatrix
+from eokit.core.metrics import ConfusionMatrix, jsonable
 from eokit.core.types import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,8 @@ def predict_pair(
     metrics = change_metrics(matrix) if matrix is not None else None
     if metrics is not None:
         with atomic_write(out / "metrics.json") as tmp:
-            Path(tmp).write_text(json.dumps({"domain": domain, **metrics}, indent=2) + "\n")
+            record = jsonable({"domain": domain, **metrics})  # NaN (undefined) -> null
+            Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
     report_path = None
     if report:
         report_path = _write_report(
