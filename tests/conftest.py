@@ -1,7 +1,15 @@
-"""Shared test fixtures: tiny GeoTIFFs written with rasterio directly (independent of eokit I/O)."""
+"""Shared test fixtures: tiny GeoTIFFs written with rasterio directly (independent of eokit I/O).
+
+Also a headless-Chromium runner for the tests that check how HTML reports render.
+"""
 
 from __future__ import annotations
 
+import html
+import json
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +19,9 @@ import pytest
 
 UTM_CRS = "EPSG:32633"
 ORIGIN = (500000.0, 5000000.0)
+CHROMIUM = shutil.which("chromium") or (
+    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+)
 
 
 def write_test_geotiff(
@@ -64,3 +75,54 @@ def make_geotiff(tmp_path: Path) -> Callable[..., Path]:
 def rng() -> np.random.Generator:
     """Seeded random generator."""
     return np.random.default_rng(0)
+
+
+def measure_in_chromium(
+    page: Path,
+    check_script: str,
+    work_dir: Path,
+    *,
+    width: int = 1280,
+    hide_scrollbars: bool = False,
+) -> dict[str, Any]:
+    """Open ``page`` in headless Chromium with ``check_script`` added before ``</body>``.
+
+    The script reports by setting ``document.title`` to ``"RESULT" + JSON``; that JSON is
+    returned. The checked copy of the page and the browser profile are kept in ``work_dir``.
+    """
+    checked = work_dir / f"{page.stem}-check{width}.html"
+    document = page.read_text(encoding="utf-8")
+    checked.write_text(document.replace("</body>", check_script + "</body>"), encoding="utf-8")
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        *(["--hide-scrollbars"] if hide_scrollbars else []),
+        f"--user-data-dir={work_dir / f'chromium-{width}'}",
+        f"--window-size={width},900",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        checked.as_uri(),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    match = re.search(r"<title>RESULT(.*?)</title>", result.stdout)
+    assert match, f"no result from chromium: {result.stderr[-2000:]}"
+    measured: dict[str, Any] = json.loads(html.unescape(match.group(1)))
+    return measured
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Callable[..., dict[str, Any]]:
+    """:func:`measure_in_chromium`; skips the test where headless Chromium is not installed.
+
+    Session-scoped so that the skip comes before any costlier fixture of the test is built.
+    """
+    if CHROMIUM is None:
+        pytest.skip("headless chromium not installed")
+    return measure_in_chromium

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import html
-import json
 import re
-import shutil
-import subprocess
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -110,7 +108,6 @@ def test_failing_capability_is_reported_and_sets_exit_code(
     assert (tmp_path / "again" / "report.html").exists()
 
 
-CHROMIUM = shutil.which("chromium")
 CHECK_SCRIPT = """<script>
 window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
@@ -125,31 +122,11 @@ window.addEventListener("load", function () {
 
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="headless chromium not installed")
-def test_demo_report_opens_in_chromium(quick_demo: tuple[Path, str], tmp_path: Path) -> None:
+def test_demo_report_opens_in_chromium(
+    chromium: Callable[..., dict[str, Any]], quick_demo: tuple[Path, str], tmp_path: Path
+) -> None:
     out, _ = quick_demo
-    page = tmp_path / "checked.html"
     document = (out / "report.html").read_text(encoding="utf-8")
-    page.write_text(document.replace("</body>", CHECK_SCRIPT + "</body>"), encoding="utf-8")
-    command = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1280,900",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    match = re.search(r"<title>RESULT(.*?)</title>", result.stdout)
-    assert match, result.stderr[-2000:]
-    measured = json.loads(html.unescape(match.group(1)))
+    measured = chromium(out / "report.html", CHECK_SCRIPT, tmp_path)
     expected = len(re.findall(r'<img src="data:image/png;base64,', document))
     assert measured == {"images": expected, "broken": 0, "overflow": False}

@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import os
 import re
-import shutil
-import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,10 +22,6 @@ from eokit.core.report import (
     markdown_to_html,
     nice_scale_length,
     rgb_quicklook,
-)
-
-CHROMIUM = shutil.which("chromium") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -212,41 +207,14 @@ window.addEventListener("load", function () {
 """
 
 
-def _render(page: Path, tmp_path: Path, width: int) -> dict[str, int]:
-    """Load ``page`` (plus CHECK_SCRIPT) in headless Chromium; return what the script measured."""
-    checked = page.with_name(page.stem + f"-check{width}.html")
-    checked.write_text(page.read_text().replace("</body>", CHECK_SCRIPT + "</body>"))
-    command = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / f'chromium-{width}'}",
-        f"--window-size={width},900",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        checked.as_uri(),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    match = re.search(r"<title>RESULT(.*?)</title>", result.stdout)
-    assert match, f"no result from chromium: {result.stderr[-2000:]}"
-    measured: dict[str, int] = json.loads(match.group(1).replace("&quot;", '"'))
-    return measured
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="headless chromium not installed")
-def test_report_renders_in_chromium(tmp_path: Path) -> None:
+def test_report_renders_in_chromium(
+    chromium: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
     report, _ = _sample_report(tmp_path)
     page = report.write(tmp_path / "report.html")
     for width in (1280, 420):
-        measured = _render(page, tmp_path, width)
+        measured = chromium(page, CHECK_SCRIPT, tmp_path, width=width, hide_scrollbars=True)
         assert measured["images"] == 3
         assert measured["broken"] == 0
         assert measured["scrollWidth"] <= measured["innerWidth"], measured
@@ -255,7 +223,7 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     wide.write_text(
         '<html><body><div style="width:3000px">x</div><img src="missing.png"></body></html>'
     )
-    measured = _render(wide, tmp_path, 800)
+    measured = chromium(wide, CHECK_SCRIPT, tmp_path, width=800, hide_scrollbars=True)
     assert measured["scrollWidth"] > measured["innerWidth"]
     assert measured["broken"] == 1
 
