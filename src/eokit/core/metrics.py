@@ -256,20 +256,27 @@ class ConfusionMatrix:
         ]
 
 
+def _and_valid(keep: np.ndarray, valid: Any | None, counted: str) -> np.ndarray:
+    """Flat ``keep`` mask AND the flattened ``valid`` mask, which must have as many entries.
+
+    ``counted`` names what ``keep`` has one entry per (for the error message).
+    """
+    if valid is None:
+        return keep
+    valid_np = as_numpy(valid).astype(bool).reshape(-1)
+    if valid_np.shape != keep.shape:
+        raise InputError(f"{valid_np.size} entries for {keep.size} {counted}", parameter="valid")
+    combined: np.ndarray = keep & valid_np
+    return combined
+
+
 def _binary_inputs(scores: Any, labels: Any, valid: Any | None) -> tuple[np.ndarray, np.ndarray]:
     """Flatten scores/labels, drop ignore/invalid/non-finite entries, check labels are 0/1."""
     score_np = as_numpy(scores).astype(np.float64).reshape(-1)
     label_np = as_numpy(labels).reshape(-1)
     if score_np.shape != label_np.shape:
         raise InputError(f"{score_np.size} scores for {label_np.size} labels", parameter="scores")
-    keep = (label_np != IGNORE_INDEX) & np.isfinite(score_np)
-    if valid is not None:
-        valid_np = as_numpy(valid).astype(bool).reshape(-1)
-        if valid_np.shape != label_np.shape:
-            raise InputError(
-                f"{valid_np.size} entries for {label_np.size} labels", parameter="valid"
-            )
-        keep &= valid_np
+    keep = _and_valid((label_np != IGNORE_INDEX) & np.isfinite(score_np), valid, "labels")
     score_np = score_np[keep]
     label_np = label_np[keep]
     if label_np.size and not np.all((label_np == 0) | (label_np == 1)):
@@ -358,14 +365,7 @@ def regression_metrics(pred: Any, target: Any, *, valid: Any | None = None) -> d
         raise InputError(
             f"{pred_np.size} predictions for {target_np.size} targets", parameter="pred"
         )
-    keep = np.isfinite(pred_np) & np.isfinite(target_np)
-    if valid is not None:
-        valid_np = as_numpy(valid).astype(bool).reshape(-1)
-        if valid_np.shape != target_np.shape:
-            raise InputError(
-                f"{valid_np.size} entries for {target_np.size} targets", parameter="valid"
-            )
-        keep &= valid_np
+    keep = _and_valid(np.isfinite(pred_np) & np.isfinite(target_np), valid, "targets")
     pred_np = pred_np[keep]
     target_np = target_np[keep]
     n = int(pred_np.size)
