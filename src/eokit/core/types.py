@@ -140,6 +140,18 @@ class Grid:
         )
 
 
+def day_of_year(dates: Any, dtype: str = "float32") -> np.ndarray:
+    """Day of year (1..366) of datetime64 ``dates`` (any shape), as ``dtype``.
+
+    float32 by default: the form a model takes it in beside the bands.
+    """
+    import numpy as np
+
+    days = np.asarray(dates).astype("datetime64[D]")
+    doy: np.ndarray = ((days - days.astype("datetime64[Y]")).astype(np.int64) + 1).astype(dtype)
+    return doy
+
+
 def as_numpy(array: Any) -> np.ndarray:
     """Return ``array`` as a numpy array (accepts tensors)."""
     import numpy as np

@@ -24,7 +24,7 @@ from affine import Affine
 from torch.utils.data import Dataset
 
 from eokit.core.errors import InputError
-from eokit.core.types import IGNORE_INDEX, Grid, SeriesSample
+from eokit.core.types import IGNORE_INDEX, Grid, SeriesSample, day_of_year
 
 logger = logging.getLogger(__name__)
 
@@ -122,15 +122,6 @@ class SeriesDataset(Dataset[SeriesSample]):
 
 
 # -- dates -------------------------------------------------------------------------------------
-def day_of_year(dates: np.ndarray) -> np.ndarray:
-    """(T,) datetime64 -> (T,) float32 day of year 1..366."""
-    days = np.asarray(dates).astype("datetime64[D]")
-    doy: np.ndarray = ((days - days.astype("datetime64[Y]")).astype(np.int64) + 1).astype(
-        np.float32
-    )
-    return doy
-
-
 def check_dates(dates: np.ndarray, *, source: str | Path, parameter: str | None = None
                 ) -> np.ndarray:
     """Return ``dates`` as datetime64[s]; InputError if they are not strictly increasing."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from eokit.core.types import Grid
+from eokit.core.types import Grid, day_of_year
 
 logger = logging.getLogger(__name__)
 
@@ -86,15 +86,7 @@ class PixelSeriesScene:
     @property
     def doy(self) -> np.ndarray:
         """(T,) day of year (1..366) of every date."""
-        return day_of_year(self.dates)
-
-
-def day_of_year(dates: np.ndarray) -> np.ndarray:
-    """Day of year (1..366, int32) of datetime64 dates."""
-    days = np.asarray(dates).astype("datetime64[D]")
-    years = days.astype("datetime64[Y]")
-    doy: np.ndarray = ((days - years).astype(np.int64) + 1).astype(np.int32)
-    return doy
+        return day_of_year(self.dates, "int32")
 
 
 def _logistic(x: np.ndarray) -> np.ndarray:
@@ -187,7 +179,7 @@ def generate_pixel_series(
     rng = np.random.default_rng(seed)
     dates = _irregular_dates(_dt.date.fromisoformat(start), years, rng)
     n_dates = len(dates)
-    doy = day_of_year(dates).astype(np.float32)
+    doy = day_of_year(dates)
     day_index = (dates - dates[0]).astype(np.int64).astype(np.float32)
     year_index = (dates.astype("datetime64[Y]") - dates[0].astype("datetime64[Y]")).astype(int)
 
