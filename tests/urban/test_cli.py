@@ -25,10 +25,11 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return code, out, err
 
 
-def test_analyze_jpeg_pair_writes_all_outputs(mono_city, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    _, paths = mono_city
-    out = tmp_path / "out"
-    code, stdout, err = _run(
+def _analyze_jpeg_pair(
+    paths: dict[str, Path], out: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """``eokit urban analyze`` on a city's JPEG pair at 10 m pixels (paper mode)."""
+    return _run(
         [
             "urban",
             "analyze",
@@ -43,6 +44,12 @@ def test_analyze_jpeg_pair_writes_all_outputs(mono_city, tmp_path, capsys) -> No
         ],
         capsys,
     )
+
+
+def test_analyze_jpeg_pair_writes_all_outputs(mono_city, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    _, paths = mono_city
+    out = tmp_path / "out"
+    code, stdout, err = _analyze_jpeg_pair(paths, out, capsys)
     assert code == 0, err
     assert "alpha" in stdout and "LD" in stdout
     for name in (
@@ -199,21 +206,7 @@ def test_fit_fallback_is_reported_in_metrics(mono_city, tmp_path, monkeypatch, c
     monkeypatch.setattr(segment, "curve_fit", fail)
     _, paths = mono_city
     out = tmp_path / "fallback"
-    code, stdout, err = _run(
-        [
-            "urban",
-            "analyze",
-            "--optical",
-            str(paths["optical_jpg"]),
-            "--sar",
-            str(paths["sar_jpg"]),
-            "--pixel-size-m",
-            "10",
-            "-o",
-            str(out),
-        ],
-        capsys,
-    )
+    code, stdout, err = _analyze_jpeg_pair(paths, out, capsys)
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["thresholds"]["class_fit"]["method"] == "otsu_fallback"
