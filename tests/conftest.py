@@ -62,6 +62,23 @@ def _write_test_geotiff_fixture() -> Callable[..., Path]:
 
 
 @pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str, str]]:
+    """``run_cli(argv)``: run ``eokit <argv>`` in this process; (exit code, stdout, stderr)."""
+    from eokit.cli import main
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        code = 0
+        try:
+            main(argv)
+        except SystemExit as stop:
+            code = int(stop.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
 def make_geotiff(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_geotiff(data, name="x.tif", **kwargs)`` writes a GeoTIFF under tmp_path."""
 

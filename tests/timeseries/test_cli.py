@@ -9,39 +9,27 @@ import numpy as np
 import pytest
 import rasterio
 
-from eokit.cli import main
-
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "timeseries" / "pretrain_tiny_cpu.yaml"
 
 
-def _run(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.slow
-def test_cli_pipeline(tmp_path, capsys):
+def test_cli_pipeline(tmp_path, run_cli):
     sim = tmp_path / "sim"
-    code, out, err = _run(["timeseries", "simulate", str(sim), "--size", "16", "--years", "1",
-                           "--seed", "2"], capsys)
+    code, out, err = run_cli(["timeseries", "simulate", str(sim), "--size", "16", "--years", "1",
+                             "--seed", "2"])
     assert code == 0, err
     run = tmp_path / "run"
-    code, out, err = _run(["timeseries", "pretrain", str(sim / "stack"), "--out", str(run),
-                           "--config", str(CONFIG), "--epochs", "1", "--batch-size", "64",
-                           "--trainer.enable_progress_bar", "false"], capsys)
+    code, out, err = run_cli(["timeseries", "pretrain", str(sim / "stack"), "--out", str(run),
+                             "--config", str(CONFIG), "--epochs", "1", "--batch-size", "64",
+                             "--trainer.enable_progress_bar", "false"])
     assert code == 0, err
     assert "pretraining:" in out and (run / "backbone.safetensors").is_file()
-    code, out, err = _run(["timeseries", "finetune", str(sim / "stack"), "--backbone",
-                           str(run / "backbone.safetensors"), "--labels",
-                           str(sim / "canopy_last.tif"), "--classes", "none,conifer,broadleaf",
-                           "--label-fraction", "0.1", "--epochs", "2", "--memory", "4",
-                           "--out", str(run / "ft"),
-                           "--trainer.enable_progress_bar", "false"], capsys)
+    code, out, err = run_cli(["timeseries", "finetune", str(sim / "stack"), "--backbone",
+                             str(run / "backbone.safetensors"), "--labels",
+                             str(sim / "canopy_last.tif"), "--classes", "none,conifer,broadleaf",
+                             "--label-fraction", "0.1", "--epochs", "2", "--memory", "4",
+                             "--out", str(run / "ft"),
+                             "--trainer.enable_progress_bar", "false"])
     assert code == 0, err
     assert "% of pretraining" in out
     from eokit.timeseries.model import load_model
@@ -53,10 +41,10 @@ def test_cli_pipeline(tmp_path, capsys):
     assert model.memory == 4
     assert meta["compute"]["pretraining"]["tokens"] > meta["compute"]["finetuning"]["tokens"]
     maps = tmp_path / "maps"
-    code, out, err = _run(["timeseries", "predict", str(sim / "stack"), "--model",
-                           str(run / "ft" / "model.safetensors"), "--out", str(maps),
-                           "--dates", "2019-06-30,2019-12-31", "--labels",
-                           str(sim / "canopy_last.tif"), "--rows-per-block", "5"], capsys)
+    code, out, err = run_cli(["timeseries", "predict", str(sim / "stack"), "--model",
+                             str(run / "ft" / "model.safetensors"), "--out", str(maps),
+                             "--dates", "2019-06-30,2019-12-31", "--labels",
+                             str(sim / "canopy_last.tif"), "--rows-per-block", "5"])
     assert code == 0, err
     dates = json.loads((sim / "events.json").read_text())["dates"]
     june = max(d for d in dates if d <= "2019-06-30")
@@ -71,9 +59,8 @@ def test_cli_pipeline(tmp_path, capsys):
     html = (maps / "report.html").read_text()
     assert "ROC" in html and "Forecast" in html
     fc = tmp_path / "fc"
-    code, out, err = _run(["timeseries", "forecast", str(sim / "stack"), "--model",
-                           str(run / "backbone.safetensors"), "--steps", "2", "--out", str(fc)],
-                          capsys)
+    code, out, err = run_cli(["timeseries", "forecast", str(sim / "stack"), "--model",
+                             str(run / "backbone.safetensors"), "--steps", "2", "--out", str(fc)])
     assert code == 0, err
     assert len(list(fc.glob("forecast_*.tif"))) == 2 and (fc / "forecast_pixels.csv").is_file()
 
@@ -87,19 +74,18 @@ def test_cli_pipeline(tmp_path, capsys):
     for d in dates[:3]:
         with rasterio.open(bad / f"x_{d}.tif", "w", **profile) as dst:
             dst.write(data[:2])
-    code, out, err = _run(["timeseries", "predict", str(bad), "--model",
-                           str(run / "ft" / "model.safetensors"), "--out", str(tmp_path / "m2")],
-                          capsys)
+    code, out, err = run_cli(["timeseries", "predict", str(bad), "--model",
+                             str(run / "ft" / "model.safetensors"), "--out", str(tmp_path / "m2")])
     assert code == 2 and "2 bands but the model expects 6" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "m2" / f"probability_{dates[0]}.tif").exists()
-    code, out, err = _run(["timeseries", "finetune", str(sim / "stack"), "--backbone",
-                           str(run / "backbone.safetensors"), "--labels",
-                           str(sim / "landcover.tif"), "--classes", "none,forest",
-                           "--out", str(tmp_path / "ft2")], capsys)
+    code, out, err = run_cli(["timeseries", "finetune", str(sim / "stack"), "--backbone",
+                             str(run / "backbone.safetensors"), "--labels",
+                             str(sim / "landcover.tif"), "--classes", "none,forest",
+                             "--out", str(tmp_path / "ft2")])
     assert code == 2 and "outside the 2 classes" in err and len(err.splitlines()) == 1
 
 
-def test_cli_presto_regression(tmp_path, capsys):
+def test_cli_presto_regression(tmp_path, run_cli):
     folder = tmp_path / "fuel" / "npy"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -109,18 +95,17 @@ def test_cli_presto_regression(tmp_path, capsys):
     np.save(folder / "target.npy", x[:, -1, 8] / 30.0)
     np.save(folder / "is_test.npy", (np.arange(40) % 4 == 0).astype(int))
     run = tmp_path / "run"
-    code, out, err = _run(["timeseries", "pretrain", str(tmp_path / "fuel"), "--out", str(run),
-                           "--size", "tiny", "--epochs", "1",
-                           "--trainer.enable_progress_bar", "false"], capsys)
+    code, out, err = run_cli(["timeseries", "pretrain", str(tmp_path / "fuel"), "--out", str(run),
+                             "--size", "tiny", "--epochs", "1",
+                             "--trainer.enable_progress_bar", "false"])
     assert code == 0, err
-    code, out, err = _run(["timeseries", "finetune", str(tmp_path / "fuel"), "--backbone",
-                           str(run / "backbone.safetensors"), "--task", "regression",
-                           "--label-fraction", "0.7", "--epochs", "2", "--out", str(run / "ft"),
-                           "--trainer.enable_progress_bar", "false"], capsys)
+    code, out, err = run_cli(["timeseries", "finetune", str(tmp_path / "fuel"), "--backbone",
+                             str(run / "backbone.safetensors"), "--task", "regression",
+                             "--label-fraction", "0.7", "--epochs", "2", "--out", str(run / "ft"),
+                             "--trainer.enable_progress_bar", "false"])
     assert code == 0, err
-    code, out, err = _run(["timeseries", "predict", str(tmp_path / "fuel"), "--model",
-                           str(run / "ft" / "model.safetensors"), "--out", str(tmp_path / "p")],
-                          capsys)
+    code, out, err = run_cli(["timeseries", "predict", str(tmp_path / "fuel"), "--model",
+                             str(run / "ft" / "model.safetensors"), "--out", str(tmp_path / "p")])
     assert code == 0, err
     assert "test split: rmse" in out and "(n=10)" in out
     lines = (tmp_path / "p" / "predictions.csv").read_text().splitlines()

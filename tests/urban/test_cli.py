@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
-from eokit.cli import main
 from eokit.core.raster import write_raster
 from eokit.core.types import Grid
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _analyze_jpeg_pair(
-    paths: dict[str, Path], out: Path, capsys: pytest.CaptureFixture[str]
+    run_cli: Callable[[list[str]], tuple[int, str, str]], paths: dict[str, Path], out: Path
 ) -> tuple[int, str, str]:
     """``eokit urban analyze`` on a city's JPEG pair at 10 m pixels (paper mode)."""
-    return _run(
+    return run_cli(
         [
             "urban",
             "analyze",
@@ -42,14 +32,13 @@ def _analyze_jpeg_pair(
             "-o",
             str(out),
         ],
-        capsys,
     )
 
 
-def test_analyze_jpeg_pair_writes_all_outputs(mono_city, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_analyze_jpeg_pair_writes_all_outputs(mono_city, tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]
     _, paths = mono_city
     out = tmp_path / "out"
-    code, stdout, err = _analyze_jpeg_pair(paths, out, capsys)
+    code, stdout, err = _analyze_jpeg_pair(run_cli, paths, out)
     assert code == 0, err
     assert "alpha" in stdout and "LD" in stdout
     for name in (
@@ -75,10 +64,10 @@ def test_analyze_jpeg_pair_writes_all_outputs(mono_city, tmp_path, capsys) -> No
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
 
-def test_analyze_geotiffs_in_geo_mode(mono_city, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_analyze_geotiffs_in_geo_mode(mono_city, tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]
     city, paths = mono_city
     out = tmp_path / "geo"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli(
         [
             "urban",
             "analyze",
@@ -93,7 +82,6 @@ def test_analyze_geotiffs_in_geo_mode(mono_city, tmp_path, capsys) -> None:  # t
             "-o",
             str(out),
         ],
-        capsys,
     )
     assert code == 0, err
     assert "Clark alpha" in stdout and "monocentric" in stdout
@@ -104,7 +92,7 @@ def test_analyze_geotiffs_in_geo_mode(mono_city, tmp_path, capsys) -> None:  # t
     assert 14 < lon < 16 and 52 < lat < 53  # UTM 33N near 15 E, 52.3 N
 
 
-def test_batch_runs_cities_in_parallel(mono_city, poly_city, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_batch_runs_cities_in_parallel(mono_city, poly_city, tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]
     cities = tmp_path / "cities.csv"
     cities.write_text(
         "name,optical,sar,pixel_size_m\n"
@@ -112,8 +100,8 @@ def test_batch_runs_cities_in_parallel(mono_city, poly_city, tmp_path, capsys) -
         f"poly,{poly_city[1]['optical_jpg']},{poly_city[1]['sar_jpg']},10\n"
     )
     out = tmp_path / "batch"
-    code, stdout, err = _run(
-        ["urban", "batch", str(cities), "-o", str(out), "--workers", "2"], capsys
+    code, stdout, err = run_cli(
+        ["urban", "batch", str(cities), "-o", str(out), "--workers", "2"]
     )
     assert code == 0, err
     assert "mono:" in stdout and "poly:" in stdout
@@ -143,7 +131,7 @@ def _rgb(tmp_path: Path, name: str, shape: tuple[int, int], bands: int = 3) -> P
         ("no_urban", "no urban pixels found"),
     ],
 )
-def test_bad_input_gives_one_line_errors(case: str, expected: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_gives_one_line_errors(case: str, expected: str, tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]
     optical = _rgb(tmp_path, "optical.jpg", (48, 64))
     sar = _rgb(tmp_path, "sar.jpg", (48, 64), bands=1)
     args = ["--pixel-size-m", "10"]
@@ -165,9 +153,8 @@ def test_bad_input_gives_one_line_errors(case: str, expected: str, tmp_path, cap
         )
         cv2.imwrite(str(sar), np.full((96, 96), 90, np.uint8))
     out = tmp_path / "out"
-    code, _, err = _run(
+    code, _, err = run_cli(
         ["urban", "analyze", "--optical", str(optical), "--sar", str(sar), "-o", str(out), *args],
-        capsys,
     )
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.startswith("eokit: error")]
@@ -175,11 +162,11 @@ def test_bad_input_gives_one_line_errors(case: str, expected: str, tmp_path, cap
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
 
 
-def test_geo_mode_rejects_plain_images(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_geo_mode_rejects_plain_images(tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]
     optical = _rgb(tmp_path, "optical.jpg", (48, 64))
     path = tmp_path / "sar.tif"
     write_raster(path, np.zeros((1, 48, 64), np.float32), Grid.plain(64, 48, 10.0))
-    code, _, err = _run(
+    code, _, err = run_cli(
         [
             "urban",
             "analyze",
@@ -192,12 +179,11 @@ def test_geo_mode_rejects_plain_images(tmp_path, capsys) -> None:  # type: ignor
             "-o",
             str(tmp_path / "o"),
         ],
-        capsys,
     )
     assert code == 2 and "has no CRS" in err
 
 
-def test_fit_fallback_is_reported_in_metrics(mono_city, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_fit_fallback_is_reported_in_metrics(mono_city, tmp_path, monkeypatch, run_cli) -> None:  # type: ignore[no-untyped-def]
     from eokit.urban import segment
 
     def fail(*args: object, **kwargs: object) -> None:
@@ -206,7 +192,7 @@ def test_fit_fallback_is_reported_in_metrics(mono_city, tmp_path, monkeypatch, c
     monkeypatch.setattr(segment, "curve_fit", fail)
     _, paths = mono_city
     out = tmp_path / "fallback"
-    code, stdout, err = _analyze_jpeg_pair(paths, out, capsys)
+    code, stdout, err = _analyze_jpeg_pair(run_cli, paths, out)
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["thresholds"]["class_fit"]["method"] == "otsu_fallback"
