@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from eokit.core.errors import EokitError, InputError
+from eokit.core.metrics import jsonable
 from eokit.core.types import Grid
 from eokit.urban.data import MODES, read_city_list, read_pair
 from eokit.urban.model import UrbanResult, analyze_paper
@@ -86,18 +87,6 @@ def centre_features(result: UrbanResult, grid: Grid) -> list[dict[str, Any]]:
             }
         )
     return features
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def build_report(
@@ -221,7 +210,7 @@ def write_outputs(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = _json_safe({**result.metrics(), **(extra or {})})
+    metrics = jsonable({**result.metrics(), **(extra or {})})
     metrics.pop("clark_profile", None)
     stage = Path(tempfile.mkdtemp(prefix=".urban-", dir=out))
     try:
@@ -288,7 +277,7 @@ def analyze_to(
         inputs={"optical": optical, "sar": sar},
         extra=extra,
     )
-    metrics: dict[str, Any] = _json_safe({**result.metrics(), **extra})
+    metrics: dict[str, Any] = jsonable({**result.metrics(), **extra})
     metrics.pop("clark_profile", None)
     return metrics
 
@@ -381,7 +370,7 @@ def batch(
     with atomic_write(out / "batch.json") as tmp:
         tmp.write_text(
             json.dumps(
-                _json_safe({"wall_seconds": wall, "workers": workers, "cities": ordered}), indent=2
+                jsonable({"wall_seconds": wall, "workers": workers, "cities": ordered}), indent=2
             )
             + "\n"
         )
