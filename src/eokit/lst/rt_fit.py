@@ -182,7 +182,7 @@ def save_params(
     path: str | Path, params: dict[str, float], provenance: str, extra: dict[str, Any] | None = None
 ) -> Path:
     """Write fitted parameters + provenance as JSON (atomic)."""
-    from eokit.lst._io import atomic_write
+    from eokit.core.raster import atomic_write
 
     path = Path(path)
     record = {"params": params, "provenance": provenance, **(extra or {})}
