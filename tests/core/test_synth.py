@@ -38,6 +38,14 @@ def test_contract_names():
     assert sc.SensorDomain() == sc.SensorDomain(1.0, 0.0, 1.0, 0.0, 1, 0.005)
 
 
+def test_package_lazily_reexports_exactly_the_scene_names():
+    # eokit.core.synth lists the names itself so that importing it stays cheap; keep in step.
+    import eokit.core.synth as synth_package
+
+    assert synth_package.__all__ == sorted(sc.__all__)
+    assert all(getattr(synth_package, name) is getattr(sc, name) for name in sc.__all__)
+
+
 def test_same_seed_is_bit_identical_and_other_seed_differs():
     a = sc.generate_scene(96, seed=7, season_doy=150)
     b = sc.generate_scene(96, seed=7, season_doy=150)
