@@ -10,6 +10,7 @@ reference, times ``import torch`` on the same machine in the same run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -96,7 +97,10 @@ def main() -> None:
             f"{', '.join(heavy) or 'no heavy library'} through "
             f"{', '.join(help_imports['eokit_packages'])}"
         )
-    notes.append("2 shared CPU cores under load from other jobs; medians of fresh processes")
+    load = os.getloadavg()[0]
+    notes.append(
+        f"medians of fresh processes; 1-minute load average {load:.1f} on {os.cpu_count()} cores"
+    )
     payload = {
         "description": "wall time of fresh processes: python -c 'import eokit', eokit --help",
         "quick": args.quick,
