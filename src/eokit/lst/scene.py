@@ -259,6 +259,9 @@ def retrieve_arrays(
     chunk = _CHUNK_PIXELS if config.method != "piml" else 8 * _CHUNK_PIXELS  # fewer torch calls
     rows = max(1, chunk // width) if thermal.ndim == 2 else 1
     out = np.empty(shape, dtype=np.float32)
+    if config.method == "sc":
+        _retrieve_sc(thermal, out, config, calibration, eps_in, red, nir, water_in, names)
+        return out
     for start in range(0, shape[0] if thermal.ndim == 2 else 1, rows):
         sl = slice(start, start + rows) if thermal.ndim == 2 else slice(None)
         data = thermal[sl].astype(np.float32)
@@ -276,6 +279,63 @@ def retrieve_arrays(
         check_water_vapour(water, name=names.get("water_vapour", "water_vapour"))
         out[sl] = retrieve_block(data, eps, water, config)
     return out
+
+
+def _check_range(
+    values: np.ndarray,
+    low: float,
+    high: float,
+    check: Callable[[np.ndarray, str], None],
+    name: str,
+) -> None:
+    """Cheap NaN-ignoring min/max test; the full check (and its message) only when it fails."""
+    if values.size == 0:
+        return
+    flat = values.ravel()
+    if np.fmin.reduce(flat) < low or np.fmax.reduce(flat) > high:
+        check(values, name)
+
+
+def _retrieve_sc(
+    thermal: np.ndarray,
+    out: np.ndarray,
+    config: RetrievalConfig,
+    calibration: MtlCalibration | None,
+    eps_in: np.ndarray | None,
+    red: np.ndarray | None,
+    nir: np.ndarray | None,
+    water_in: np.ndarray,
+    names: dict[str, str],
+) -> None:
+    """SC retrieval into ``out`` by chunks through the fused kernel of :mod:`eokit.lst.fused`."""
+    from eokit.lst import fused
+
+    shape = thermal.shape
+    mult, add = (
+        (calibration.radiance_mult, calibration.radiance_add) if calibration else (None, None)
+    )
+    rows = max(1, fused.CHUNK_PIXELS // shape[1]) if thermal.ndim == 2 else 1
+    tiny = float(np.finfo(np.float32).tiny)
+
+    def work(start: int) -> None:
+        sl = slice(start, start + rows) if thermal.ndim == 2 else slice(None)
+        radiance = fused.radiance_chunk(thermal[sl], mult, add)
+        _check_range(radiance, 0.0, np.inf, check_radiance, names.get("radiance", "radiance"))
+        if eps_in is not None:
+            eps = _rows(eps_in, sl, shape)
+            _check_range(eps, tiny, 1.0, check_emissivity, names.get("emissivity", "emissivity"))
+        else:
+            assert red is not None and nir is not None
+            eps = fused.ndvi_emissivity_chunk(red[sl], nir[sl])
+        water = _rows(water_in, sl, shape)
+        _check_range(
+            water, 0.0, 10.0, check_water_vapour, names.get("water_vapour", "water_vapour")
+        )
+        fused.sc_chunk(radiance, water, config.sc, eps, out=out[sl])
+
+    starts = range(0, shape[0] if thermal.ndim == 2 else 1, rows)
+    # small inputs (tests, single windows) stay on the calling thread
+    fused.run_chunks(starts, work, threads=None if thermal.size > 4 * fused.CHUNK_PIXELS else 1)
 
 
 def _read_window(path: Path, window: tuple[int, int, int, int]) -> np.ndarray:
