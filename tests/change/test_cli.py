@@ -134,3 +134,55 @@ def test_fit_then_adapt_cli(tmp_path, capsys):
     assert "trainable parameters for sim_new" in stdout
     adapter = tmp_path / "new" / "adapter_sim_new.safetensors"
     assert adapter.exists() and adapter.stat().st_size < model.stat().st_size / 5
+
+
+def test_stacked_adapters_predict_and_evaluate_each_domain(tmp_path, pair_files, capsys):
+    from eokit.change.task import load_model
+
+    base = build_canet(["sim_buildings", "sim_landcover"], in_channels=6)
+    model_file = save_model(base, tmp_path / "model.safetensors")
+    adapters = {}
+    for name, scale in (("site_a", 0.5), ("site_b", 2.0)):  # two separate adapt runs
+        run = load_model(model_file)
+        prepare_adapt(run, name)
+        index = run.domain_index(name)
+        head = run.base.head.heads[index]
+        head.bias.data.fill_(scale)  # distinguishable adapters
+        run.thresholds[name] = 0.4 if name == "site_a" else 0.6
+        adapters[name] = save_domain_adapter(run, name, tmp_path / f"{name}.safetensors")
+    stack = ["--adapter", str(adapters["site_a"]), "--adapter", str(adapters["site_b"])]
+    probabilities = {}
+    for name in ("site_a", "site_b"):
+        out = tmp_path / f"pred_{name}"
+        code, _, err = _run(["change", "predict", str(pair_files["A"]), str(pair_files["B"]),
+                             "--checkpoint", str(model_file), *stack, "--domain", name,
+                             "-o", str(out), "--tile", "48", "--overlap", "8"], capsys)
+        assert code == 0, err
+        with rasterio.open(out / "change_probability.tif") as src:
+            probabilities[name] = src.read(1)
+    assert probabilities["site_b"].mean() > probabilities["site_a"].mean()
+
+    root = tmp_path / "levir"
+    write_change_dataset(root, count=3, size=32, seed=1)
+    for name, threshold in (("site_a", 0.4), ("site_b", 0.6)):
+        code, _, err = _run(["change", "evaluate", str(root), "--checkpoint", str(model_file),
+                             *stack, "--domain", name, "-o", str(tmp_path / f"ev_{name}")],
+                            capsys)
+        assert code == 0, err
+        record = json.loads((tmp_path / f"ev_{name}" / "metrics.json").read_text())
+        assert record["domain"] == name and record["threshold"] == pytest.approx(threshold)
+
+    # the same adapter twice: a one-line name clash; under another name it loads
+    out = tmp_path / "clash"
+    code, _, err = _run(["change", "predict", str(pair_files["A"]), str(pair_files["B"]),
+                         "--checkpoint", str(model_file), *stack, "--adapter",
+                         str(adapters["site_a"]), "--domain", "site_a", "-o", str(out)], capsys)
+    assert code == 2 and "already in this model" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    code, _, err = _run(["change", "predict", str(pair_files["A"]), str(pair_files["B"]),
+                         "--checkpoint", str(model_file), *stack, "--adapter",
+                         f"site_a_copy={adapters['site_a']}", "--domain", "site_a_copy",
+                         "-o", str(out), "--tile", "48", "--overlap", "8"], capsys)
+    assert code == 0, err
+    with rasterio.open(out / "change_probability.tif") as src:
+        np.testing.assert_allclose(src.read(1), probabilities["site_a"], atol=1e-6)

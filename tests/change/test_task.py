@@ -8,6 +8,7 @@ from eokit.change.model import build_canet
 from eokit.change.task import (
     change_loss,
     change_metrics,
+    choose_threshold,
     evaluate,
     load_domain_adapter,
     load_model,
@@ -83,7 +84,7 @@ def test_adapter_for_another_base_is_input_error(tmp_path):
     prepare_adapt(model, "sim_new")
     path = save_domain_adapter(model, "sim_new", tmp_path / "new.safetensors")
     other_weights = build_canet(DOMAINS, in_channels=6)  # same architecture, other weights
-    with pytest.raises(InputError, match="different base weights|different base model"):
+    with pytest.raises(InputError, match="another base model"):
         load_domain_adapter(other_weights, path)
     other_arch = build_canet(DOMAINS, in_channels=6, architecture="siamese_unet")
     with pytest.raises(InputError):
@@ -106,3 +107,70 @@ def test_evaluate_matches_manual_confusion():
             matrix.update((torch.sigmoid(logits)[0, 0] > 0.5).long(), sample["mask"])
     assert metrics["kappa"] == pytest.approx(change_metrics(matrix)["kappa"], nan_ok=True)
     assert metrics["pixels"] == 2 * 32 * 32
+
+
+def test_separately_adapted_datasets_stack_on_one_base(tmp_path):
+    model = build_canet(DOMAINS, in_channels=6)
+    train_steps(model, _loader(0, DOMAINS[0]), steps=1)
+    shared_path = save_model(model, tmp_path / "model.safetensors")
+    outputs, paths = {}, {}
+    x, y = torch.rand(2, 6, 32, 32), torch.rand(2, 6, 32, 32)
+    for name, seed in (("new_a", 1), ("new_b", 2)):  # two independent adapt runs
+        run = load_model(shared_path)
+        prepare_adapt(run, name, init_from=seed % 2)
+        torch.manual_seed(seed)
+        train_steps(run, _loader(2, "sim_new"), steps=2, lr=1e-2)
+        run.thresholds[name] = 0.3 + 0.1 * seed
+        paths[name] = save_domain_adapter(run, name, tmp_path / f"{name}.safetensors")
+        run.eval()
+        outputs[name] = run(x, y, domain=name).detach()
+    assert not torch.allclose(outputs["new_a"], outputs["new_b"])
+
+    stacked = load_model(shared_path)
+    for name in ("new_b", "new_a"):  # any order
+        assert load_domain_adapter(stacked, paths[name]) == name
+    assert stacked.domains == [*DOMAINS, "new_b", "new_a"]
+    for name in ("new_a", "new_b"):
+        assert torch.allclose(stacked(x, y, domain=name), outputs[name], atol=1e-6)
+        assert stacked.threshold_of(name) == pytest.approx(0.3 + 0.1 * (name == "new_b") + 0.1)
+    # a name clash is refused and leaves the model untouched; another name works
+    before = len(stacked.state_dict())
+    with pytest.raises(InputError, match="already in this model"):
+        load_domain_adapter(stacked, paths["new_a"])
+    assert len(stacked.state_dict()) == before and stacked.num_domains == 4
+    assert load_domain_adapter(stacked, paths["new_a"], name="new_a2") == "new_a2"
+    assert torch.allclose(stacked(x, y, domain="new_a2"), outputs["new_a"], atol=1e-6)
+    # an adapter of another base is refused before anything is added
+    other = build_canet(DOMAINS, in_channels=6)
+    with pytest.raises(InputError, match="another base model") as error:
+        load_domain_adapter(other, paths["new_a"])
+    assert "\n" not in str(error.value) and other.num_domains == 2
+
+
+def test_choose_threshold_maximises_training_f1():
+    model = build_canet(DOMAINS, in_channels=6)
+    data = ChangeDataset(simulated_pairs("sim_buildings", count=2, size=32, seed=3))
+    threshold = choose_threshold(model, data, domain=0)
+    assert 0.0 < threshold < 1.0
+    metrics = {t: evaluate(model, data, domain=0, threshold=t)["f1"] for t in (0.25, 0.5, 0.75)}
+    best = evaluate(model, data, domain=0, threshold=threshold)["f1"]
+    assert best >= max(np.nan_to_num(list(metrics.values()))) - 1e-9
+    model.thresholds["sim_buildings"] = threshold
+    assert evaluate(model, data, domain=0, threshold=None)["f1"] == pytest.approx(best)
+
+
+def test_positive_weight_grows_with_imbalance():
+    from eokit.change.task import positive_weight
+
+    sparse = [{"image_a": np.zeros((1, 4, 4)), "image_b": np.zeros((1, 4, 4)),
+               "mask": np.eye(4, dtype=np.int64) * 0}]
+    sparse[0]["mask"][0, 0] = 1
+    dense = [{**sparse[0], "mask": np.eye(4, dtype=np.int64)}]
+    weight_sparse = positive_weight(ChangeDataset(sparse))
+    weight_dense = positive_weight(ChangeDataset(dense))
+    assert weight_sparse == pytest.approx(np.sqrt(15))
+    assert weight_dense == pytest.approx(np.sqrt(3)) and weight_dense < weight_sparse
+    logits = torch.zeros(1, 1, 4, 4)
+    mask = torch.from_numpy(sparse[0]["mask"])[None]
+    assert change_loss(logits, mask, dice_weight=0, pos_weight=4.0) > change_loss(
+        logits, mask, dice_weight=0)

@@ -174,14 +174,17 @@ def _run_training(
     lightning.seed_everything(seed, verbose=False)
     train_cfg = config.get("train", {})
     entries = config["datasets"]
-    common = {"domains": model.domains, "in_channels": model.in_channels, "seed": seed}
-    if mode == "adapt" and domain not in model.domains:
-        model.add_domain(domain)
-        common["domains"] = model.domains
+    names = list(model.domains)
+    if mode == "adapt" and domain not in names:
+        names.append(domain)  # added to the model below (init_from) or by prepare_adapt
+    common = {"domains": names, "in_channels": model.in_channels, "seed": seed}
     crop = train_cfg.get("crop")
     train = build_datasets(entries, stage="train", crop=crop, label_fraction=label_fraction,
                            **common)
     val = build_datasets(entries, stage="val", crop=None, **common)
+    pos_weight = _pos_weights(train_cfg.get("pos_weight"), train)
+    if mode == "adapt" and domain is not None and train_cfg.get("init_from") is not None:
+        _init_from(model, domain, train_cfg["init_from"], train[0])
     task = ChangeTask(
         model,
         mode=mode,
@@ -189,6 +192,7 @@ def _run_training(
         lr=float(train_cfg.get("lr", 2e-3)),
         weight_decay=float(train_cfg.get("weight_decay", 1e-4)),
         dice_weight=float(train_cfg.get("dice_weight", 1.0)),
+        pos_weight=pos_weight,
     )
     train_loader, val_loaders = _loaders(train, val, batch_size=int(train_cfg.get("batch_size", 8)),
                                          seed=seed)
@@ -196,7 +200,57 @@ def _run_training(
     ckpt = out_dir / "checkpoints" / "last.ckpt"
     trainer.fit(task, train_loader, val_loaders,
                 ckpt_path=str(ckpt) if config.get("resume") and ckpt.exists() else None)
+    if train_cfg.get("tune_threshold", True):
+        _tune_thresholds(model, train, only=domain)
     return task, task.val_metrics
+
+
+def _pos_weights(setting: Any, train: list[Any]) -> dict[int, float] | float | None:
+    """``train.pos_weight``: None (1), a number, or ``auto`` (per dataset from its labels)."""
+    from eokit.change.task import positive_weight
+    from eokit.core.errors import InputError
+
+    if setting is None:
+        return None
+    if setting == "auto":
+        return {int(d.domain): positive_weight(d) for d in train}
+    try:
+        return float(setting)
+    except (TypeError, ValueError):
+        raise InputError(f"use a number or 'auto', got {setting!r}",
+                         parameter="train.pos_weight") from None
+
+
+def _init_from(model: Any, domain: str, setting: Any, train: Any) -> None:
+    """``train.init_from``: ``auto`` (closest known dataset on the training labels) or a name."""
+    from eokit.change.task import closest_domain
+
+    if domain in model.domains:
+        return
+    source = closest_domain(model, _plain(train)) if setting == "auto" else setting
+    model.add_domain(domain, init_from=source)
+
+
+def _plain(dataset: Any) -> Any:
+    """The same pairs without crops or augmentation (threshold choice, closest dataset)."""
+    from eokit.change.data import ChangeDataset
+
+    return ChangeDataset(dataset.pairs, domain=dataset.domain, label_mode=dataset.label_mode,
+                         bands=dataset.bands)
+
+
+def _tune_thresholds(model: Any, train: list[Any], *, only: str | None) -> None:
+    """Store each dataset's F1-optimal threshold on its training pairs in ``model.thresholds``."""
+    from eokit.change.task import choose_threshold
+
+    for dataset in train:
+        name = model.domains[int(dataset.domain)]
+        if only is not None and name != only:
+            continue
+        model.thresholds[name] = choose_threshold(model, _plain(dataset), domain=name,
+                                                  batch_size=1)
+        logger.info("threshold of %s chosen on its training labels: %.2f", name,
+                    model.thresholds[name])
 
 
 @click.group()
@@ -280,11 +334,16 @@ def adapt(
 
 
 def _load(checkpoint: Path, adapters: tuple[Path, ...]) -> Any:
+    """Shared model plus any number of adapter files (``FILE`` or ``NAME=FILE``)."""
     from eokit.change.task import load_domain_adapter, load_model
 
     model = load_model(checkpoint)
-    for adapter_path in adapters:
-        load_domain_adapter(model, adapter_path)
+    for item in adapters:
+        text = str(item)
+        name = None
+        if "=" in text and not Path(text).exists():
+            name, text = text.split("=", 1)
+        load_domain_adapter(model, Path(text), name=name or None)
     return model
 
 
@@ -294,14 +353,17 @@ def _load(checkpoint: Path, adapters: tuple[Path, ...]) -> Any:
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
               help="Shared model (model.safetensors).")
 @click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path),
-              help="Adapter file(s) from 'eokit change adapt'.")
+              help="Adapter file from 'eokit change adapt' (repeat for several; NAME=FILE "
+                   "loads it under another dataset name).")
 @click.option("--domain", required=True, help="Dataset whose adapters/BN/head to use.")
 @click.option("--label", type=click.Path(path_type=Path), default=None,
               help="Optional reference label (adds metrics).")
 @click.option("--label-mode", default="auto", show_default=True,
               type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--threshold", type=float, default=0.5, show_default=True)
+@click.option("--threshold", type=float, default=None,
+              help="Change threshold (default: the dataset's, chosen on its training labels, "
+                   "else 0.5).")
 @click.option("--tile", type=int, default=512, show_default=True)
 @click.option("--overlap", type=int, default=64, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
@@ -314,7 +376,7 @@ def predict(
     label: Path | None,
     label_mode: str,
     out_dir: Path,
-    threshold: float,
+    threshold: float | None,
     tile: int,
     overlap: int,
     batch_size: int,
@@ -324,6 +386,7 @@ def predict(
 
     model = _load(checkpoint, adapters)
     model.domain_index(domain)  # unknown --domain fails before any work
+    threshold = model.threshold_of(domain) if threshold is None else threshold
     result = predict_pair(
         model, image_a, image_b, out_dir, domain=domain, label=label, label_mode=label_mode,
         threshold=threshold, tile=tile, overlap=overlap, batch_size=batch_size,
@@ -340,7 +403,8 @@ def predict(
 @change.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
-@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path))
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path),
+              help="Adapter file (repeat for several; NAME=FILE renames).")
 @click.option("--domain", required=True)
 @click.option("--split", default="test", show_default=True,
               help="List/split name (LEVIR list/<split>.txt or <split>/ folder).")
@@ -348,7 +412,9 @@ def predict(
               type=click.Choice(["auto", "levir", "split", "whu"]))
 @click.option("--label-mode", default="auto", show_default=True,
               type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]))
-@click.option("--threshold", type=float, default=0.5, show_default=True)
+@click.option("--threshold", type=float, default=None,
+              help="Change threshold (default: the dataset's, chosen on its training labels, "
+                   "else 0.5).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
 def evaluate(
     dataset: Path,
@@ -358,7 +424,7 @@ def evaluate(
     split: str,
     layout: str,
     label_mode: str,
-    threshold: float,
+    threshold: float | None,
     out_dir: Path,
 ) -> None:
     """Global change metrics of a model on a dataset folder (metrics.json + report.html)."""
@@ -368,13 +434,14 @@ def evaluate(
 
     model = _load(checkpoint, adapters)
     model.domain_index(domain)
+    threshold = model.threshold_of(domain) if threshold is None else threshold
     pairs = find_pairs(dataset, split if layout != "whu" else None, layout)
     data = ChangeDataset(pairs, label_mode=label_mode, bands=model.in_channels)
     data.check_labels()
     metrics = evaluate_model(model, data, domain=domain, batch_size=1, threshold=threshold)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"dataset": str(dataset), "split": split, "pairs": len(pairs), "domain": domain,
-              **metrics}
+              "threshold": threshold, **metrics}
     _write_json(out_dir / "metrics.json", record)
     report = Report("Change detection evaluation", command=_command_line())
     report.section("Metrics", f"{len(pairs)} pairs of `{dataset}` (split {split}), dataset "

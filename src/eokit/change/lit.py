@@ -31,6 +31,7 @@ class ChangeTask(lightning.LightningModule):
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         dice_weight: Weight of the Dice loss term.
+        pos_weight: BCE weight of change pixels: one number or domain index -> weight.
         val_domains: Dataset names of the validation dataloaders, in order.
     """
 
@@ -43,6 +44,7 @@ class ChangeTask(lightning.LightningModule):
         lr: float = 2e-3,
         weight_decay: float = 1e-4,
         dice_weight: float = 1.0,
+        pos_weight: float | dict[int, float] | None = None,
         val_domains: Sequence[str] = (),
     ) -> None:
         super().__init__()
@@ -53,6 +55,7 @@ class ChangeTask(lightning.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.dice_weight = dice_weight
+        self.pos_weight = pos_weight
         self.val_domains = list(val_domains)
         self.adapt_report: dict[str, Any] | None = None
         if mode == "adapt":
@@ -74,9 +77,15 @@ class ChangeTask(lightning.LightningModule):
         """One batch of one dataset."""
         self.model.set_domain(int(batch["domain"]))
         logits = self.model(batch["image_a"], batch["image_b"])
-        loss = change_loss(logits, batch["mask"], dice_weight=self.dice_weight)
+        loss = change_loss(logits, batch["mask"], dice_weight=self.dice_weight,
+                           pos_weight=self._weight(int(batch["domain"])))
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["mask"].shape[0])
         return loss
+
+    def _weight(self, domain: int) -> float | None:
+        if isinstance(self.pos_weight, dict):
+            return self.pos_weight.get(domain)
+        return self.pos_weight
 
     def validation_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
@@ -85,7 +94,8 @@ class ChangeTask(lightning.LightningModule):
         domain = int(batch["domain"])
         self.model.set_domain(domain)
         logits = self.model(batch["image_a"], batch["image_b"])
-        loss = change_loss(logits, batch["mask"], dice_weight=self.dice_weight)
+        loss = change_loss(logits, batch["mask"], dice_weight=self.dice_weight,
+                           pos_weight=self._weight(domain))
         self.log(f"val_loss/{self.model.domains[domain]}", loss,
                  batch_size=batch["mask"].shape[0], add_dataloader_idx=False)
         matrix = self._matrices.setdefault(domain, ConfusionMatrix(2, ignore_index=IGNORE_INDEX))

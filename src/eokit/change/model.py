@@ -384,6 +384,8 @@ class CANet(nn.Module):
         self.icm_output = icm_output
         #: Datasets whose change probability is multiplied by their finest ICM.
         self.output_gated: set[str] = set(domains) if icm_output else set()
+        #: Per-dataset decision thresholds chosen on training labels (default 0.5).
+        self.thresholds: dict[str, float] = {}
         self.domain_bn = domain_bn
         self.adapter_reduction = adapter_reduction
         self.base_config = dict(base_config or {})
@@ -467,6 +469,10 @@ class CANet(nn.Module):
             f"unknown dataset {domain!r}; this model knows {', '.join(self.domains)}",
             parameter="domain",
         )
+
+    def threshold_of(self, domain: str | int) -> float:
+        """Decision threshold of a dataset (``thresholds`` entry, else 0.5)."""
+        return float(self.thresholds.get(self.domains[self.domain_index(domain)], 0.5))
 
     def set_domain(self, domain: str | int) -> None:
         """Make ``domain`` the active dataset for BN, adapters, ICM and head."""

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,17 @@ from eokit.core.types import IGNORE_INDEX
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ADAPTER_FORMAT",
     "MODEL_FORMAT",
     "change_loss",
+    "change_probabilities",
+    "choose_threshold",
+    "closest_domain",
     "change_metrics",
     "evaluate",
     "load_domain_adapter",
     "load_model",
+    "positive_weight",
     "prepare_adapt",
     "save_domain_adapter",
     "save_model",
@@ -46,11 +52,19 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "eokit.change.canet/1"
+#: Adapter-only files: tensor names carry no domain index, so any number of adapters trained
+#: separately on one shared model can be stacked onto it.
+ADAPTER_FORMAT = "eokit.change.adapter/2"
+_DOMAIN_KEY = re.compile(r"(^|\.)(adapters|icms|heads|bns)\.(\d+)\.")
 
 
 # ----------------------------------------------------------------------------------- losses
 def change_loss(
-    logits: torch.Tensor, mask: torch.Tensor, *, dice_weight: float = 1.0
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    dice_weight: float = 1.0,
+    pos_weight: float | None = None,
 ) -> torch.Tensor:
     """BCE-with-logits + soft Dice on the change class; pixels labelled 255 are ignored.
 
@@ -58,13 +72,18 @@ def change_loss(
         logits: (B, 1, H, W) change logits.
         mask: (B, H, W) int64 with 0/1 and 255 = ignore.
         dice_weight: Weight of the Dice term.
+        pos_weight: Weight of change pixels in the BCE term (None = 1); see
+            :func:`positive_weight` for a value derived from a dataset's labels.
     """
     logits = logits[:, 0]
     keep = mask != IGNORE_INDEX
     if not keep.any():
         return logits.sum() * 0.0
     target = (mask == 1).float()
-    bce = F.binary_cross_entropy_with_logits(logits[keep], target[keep])
+    weight = None
+    if pos_weight is not None and pos_weight != 1.0:
+        weight = torch.tensor(float(pos_weight), dtype=logits.dtype, device=logits.device)
+    bce = F.binary_cross_entropy_with_logits(logits[keep], target[keep], pos_weight=weight)
     if dice_weight <= 0:
         return bce
     probability = torch.sigmoid(logits) * keep
@@ -89,23 +108,34 @@ def change_metrics(matrix: ConfusionMatrix) -> dict[str, float]:
     }
 
 
-@torch.no_grad()
-def evaluate(
-    model: CANet,
-    dataset: Any,
-    *,
-    domain: str | int,
-    batch_size: int = 8,
-    threshold: float = 0.5,
-) -> dict[str, float]:
-    """Global change metrics of ``model`` on a labelled pair dataset.
+def positive_weight(dataset: Any, *, max_weight: float = 10.0) -> float:
+    """BCE weight of change pixels for a dataset: sqrt(no-change / change), clipped to [1, max].
 
-    Args:
-        model: Trained model.
-        dataset: A ``ChangeDataset`` (or any dataset of ``PairSample`` dicts of equal size).
-        domain: Dataset name/index whose BN, adapters and head are used.
-        batch_size: Pairs per forward pass.
-        threshold: Probability above which a pixel is change.
+    Sparse-change datasets (a few buildings per tile) otherwise drive the model to "no change";
+    the square root keeps the weight moderate (Dice already balances part of it).
+    """
+    change = 0
+    total = 0
+    for index in range(len(dataset)):
+        sample = dataset.load(index) if hasattr(dataset, "load") else dataset[index]
+        mask = np.asarray(sample["mask"]) if sample.get("mask") is not None else None
+        if mask is None:
+            continue
+        change += int((mask == 1).sum())
+        total += int((mask != IGNORE_INDEX).sum())
+    if change == 0:
+        return 1.0
+    return float(np.clip(np.sqrt((total - change) / change), 1.0, max_weight))
+
+
+@torch.no_grad()
+def change_probabilities(
+    model: CANet, dataset: Any, *, domain: str | int, batch_size: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Change probabilities and labels of every labelled, valid pixel of ``dataset``.
+
+    Returns:
+        ``(probability, label)``: 1-D float32 and int64 arrays of equal length.
     """
     from torch.utils.data import DataLoader
 
@@ -114,6 +144,100 @@ def evaluate(
     was_training = model.training
     model.eval()
     model.set_domain(domain)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_pairs)
+    probabilities, labels = [], []
+    try:
+        for batch in loader:
+            probability = torch.sigmoid(model(batch["image_a"], batch["image_b"]))[:, 0]
+            keep = batch["valid"] & (batch["mask"] != IGNORE_INDEX)
+            probabilities.append(probability[keep].numpy())
+            labels.append(batch["mask"][keep].numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(probabilities), np.concatenate(labels)
+
+
+def choose_threshold(
+    model: CANet,
+    dataset: Any,
+    *,
+    domain: str | int,
+    candidates: Sequence[float] | None = None,
+    batch_size: int = 8,
+) -> float:
+    """Decision threshold that maximises change F1 on a labelled dataset (the training pairs).
+
+    The result is stored per dataset (``model.thresholds``, model and adapter files) and used by
+    ``predict``/``evaluate`` unless a threshold is given. Pass un-augmented pairs.
+
+    Args:
+        model: Trained model.
+        dataset: Labelled pairs of the dataset (training labels; never the test set).
+        domain: Dataset name or index.
+        candidates: Thresholds to try (default 0.05, 0.10, ..., 0.95).
+        batch_size: Pairs per forward pass.
+    """
+    grid = np.asarray(candidates if candidates is not None else np.arange(1, 20) / 20.0)
+    probability, label = change_probabilities(model, dataset, domain=domain,
+                                              batch_size=batch_size)
+    positive = label == 1
+    if not positive.any():
+        return 0.5
+    best, best_f1 = 0.5, -1.0
+    # Ties go to the candidate closest to 0.5 (the untuned default).
+    for threshold in sorted(grid.tolist(), key=lambda t: abs(t - 0.5)):
+        predicted = probability > threshold
+        tp = int((predicted & positive).sum())
+        f1 = 2 * tp / max(int(predicted.sum()) + int(positive.sum()), 1)
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = float(threshold), f1
+    return best
+
+
+def closest_domain(model: CANet, dataset: Any, *, batch_size: int = 8) -> str:
+    """The known dataset whose BN/adapters/head agree best (change F1) with a new dataset's labels.
+
+    A good ``init_from`` for :func:`prepare_adapt`: a new dataset that labels, say, vegetation
+    and water change starts from the dataset whose label policy is closest. Uses only the
+    labels passed in (the new dataset's training pairs).
+    """
+    scores = {}
+    for name in list(model.domains):
+        scores[name] = evaluate(model, dataset, domain=name, batch_size=batch_size)["f1"]
+    best = max(scores, key=lambda n: -1.0 if np.isnan(scores[n]) else scores[n])
+    logger.info("closest known dataset: %s (training-label F1 %s)", best,
+                ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    return best
+
+
+@torch.no_grad()
+def evaluate(
+    model: CANet,
+    dataset: Any,
+    *,
+    domain: str | int,
+    batch_size: int = 8,
+    threshold: float | None = 0.5,
+) -> dict[str, float]:
+    """Global change metrics of ``model`` on a labelled pair dataset.
+
+    Args:
+        model: Trained model.
+        dataset: A ``ChangeDataset`` (or any dataset of ``PairSample`` dicts of equal size).
+        domain: Dataset name/index whose BN, adapters and head are used.
+        batch_size: Pairs per forward pass.
+        threshold: Probability above which a pixel is change; None = the dataset's stored
+            threshold (``model.thresholds``, chosen on its training labels) or 0.5.
+    """
+    from torch.utils.data import DataLoader
+
+    from eokit.change.data import collate_pairs
+
+    was_training = model.training
+    model.eval()
+    model.set_domain(domain)
+    if threshold is None:
+        threshold = model.threshold_of(domain)
     matrix = ConfusionMatrix(2, ignore_index=IGNORE_INDEX)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_pairs)
     try:
@@ -192,12 +316,14 @@ def train_steps(
     lr: float = 2e-3,
     weight_decay: float = 1e-4,
     dice_weight: float = 1.0,
+    pos_weight: float | dict[int, float] | None = None,
     progress: bool = False,
 ) -> dict[str, float]:
     """Plain training loop (AdamW over trainable parameters) for ``steps`` batches.
 
-    ``batches`` is cycled; each batch selects its domain. Used by the demo and benchmarks, where
-    building a Lightning trainer per configuration would dominate the run time.
+    ``batches`` is cycled; each batch selects its domain. ``pos_weight``: see
+    :func:`change_loss` (one float, or a dict domain index -> weight). Used by the demo and
+    benchmarks, where building a Lightning trainer per configuration would dominate the run time.
 
     Returns:
         ``{"steps", "seconds", "seconds_per_step", "median_step_seconds", "final_loss"}``.
@@ -225,7 +351,9 @@ def train_steps(
         tick = time.perf_counter()
         model.set_domain(int(batch["domain"]))
         logits = model(batch["image_a"], batch["image_b"])
-        loss = change_loss(logits, batch["mask"], dice_weight=dice_weight)
+        weight = (pos_weight.get(int(batch["domain"])) if isinstance(pos_weight, dict)
+                  else pos_weight)
+        loss = change_loss(logits, batch["mask"], dice_weight=dice_weight, pos_weight=weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
@@ -272,6 +400,7 @@ def save_model(model: CANet, path: str | Path, *, extra: dict[str, str] | None =
         "config": json.dumps(model.base_config),
         "domains": json.dumps(model.domains),
         "output_gated": json.dumps(sorted(model.output_gated)),
+        "thresholds": json.dumps(model.thresholds),
         **(extra or {}),
     }
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -299,7 +428,7 @@ def load_model(path: str | Path) -> CANet:
     path = Path(path)
     metadata, tensors = _read_safetensors(path)
     if metadata.get("format") != MODEL_FORMAT:
-        if "domain_index" in metadata:
+        if "domain_index" in metadata or metadata.get("format") == ADAPTER_FORMAT:
             raise InputError(
                 "this is an adapter-only file; pass the shared model as --checkpoint and the "
                 "adapter as --adapter",
@@ -310,6 +439,8 @@ def load_model(path: str | Path) -> CANet:
     domains = json.loads(metadata["domains"])
     model = build_canet(domains, **{k: v for k, v in config.items()})
     model.output_gated = set(json.loads(metadata.get("output_gated", "[]")))
+    model.thresholds = {str(k): float(v)
+                        for k, v in json.loads(metadata.get("thresholds", "{}")).items()}
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
@@ -318,40 +449,133 @@ def load_model(path: str | Path) -> CANet:
     return model
 
 
+def _canonical(name: str) -> str:
+    """State-dict key with its domain index replaced by ``*`` (index-free adapter keys)."""
+    return _DOMAIN_KEY.sub(lambda m: f"{m.group(1)}{m.group(2)}.*.", name)
+
+
+def _domain_state(model: CANet, index: int) -> dict[str, torch.Tensor]:
+    """One dataset's parameters and buffers, keyed by their index-free names."""
+    regexes = [re.compile(p) for p in model.domain_parameter_patterns(index)]
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if any(r.search(name) for r in regexes):
+            out[_canonical(name)] = tensor
+    return out
+
+
 def save_domain_adapter(model: CANet, domain: str, path: str | Path) -> Path:
-    """Save one dataset's adapters, ICM, BN and head (adapter-only safetensors)."""
-    from eokit.core.adapters import save_adapter
+    """Save one dataset's adapters, ICM, BN, head and threshold (adapter-only safetensors).
 
-    index = model.domain_index(domain)
-    return save_adapter(
-        model,
-        path,
-        include=model.domain_parameter_patterns(index),
-        metadata={
-            "domain": model.domains[index],
-            "domain_index": str(index),
-            "domains": json.dumps(model.domains),
-            "config": json.dumps(model.base_config),
-            "output_gated": "1" if model.domains[index] in model.output_gated else "0",
-        },
-        hash_base_weights=True,
-    )
-
-
-def load_domain_adapter(model: CANet, path: str | Path) -> str:
-    """Load an adapter file onto the shared model it was trained on; returns the dataset name.
-
-    Raises:
-        InputError: not an adapter file, or saved for another base model (other architecture
-            or other shared weights).
+    Tensor names carry no domain index and the file records a fingerprint of the shared
+    weights only, so adapters trained separately on the same shared model can all be loaded
+    onto it (:func:`load_domain_adapter`), whatever other datasets it holds.
     """
-    from eokit.core.adapters import load_adapter
+    from safetensors.torch import save_file
+
+    from eokit.core.raster import atomic_write
 
     path = Path(path)
-    metadata, _ = _read_safetensors(path)
-    domain = metadata.get("domain")
-    if domain is None or "domain_index" not in metadata:
+    if not path.parent.is_dir():
+        raise InputError("output folder does not exist", path=path.parent)
+    index = model.domain_index(domain)
+    name = model.domains[index]
+    tensors = {k: v.detach().cpu().contiguous().clone()
+               for k, v in _domain_state(model, index).items()}
+    metadata = {
+        "format": ADAPTER_FORMAT,
+        "domain": name,
+        "config": json.dumps(model.base_config, sort_keys=True),
+        "shared_fingerprint": model.shared_fingerprint(),
+        "base_domains": json.dumps(model.domains),
+        "output_gated": "1" if name in model.output_gated else "0",
+    }
+    if name in model.thresholds:
+        metadata["threshold"] = repr(float(model.thresholds[name]))
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    logger.info("saved adapter of %s (%d tensors) to %s", name, len(tensors), path)
+    return path
+
+
+def load_domain_adapter(
+    model: CANet, path: str | Path, *, name: str | None = None, replace: bool = False
+) -> str:
+    """Add a dataset from an adapter file to the shared model it was trained on.
+
+    Any number of adapter files trained separately (each ``adapt`` run on the same shared
+    model) can be loaded one after the other; ``model.set_domain(name)`` then switches.
+
+    Args:
+        model: The shared model (``load_model``), possibly holding other adapters already.
+        path: File from :func:`save_domain_adapter`.
+        name: Load the dataset under this name instead of the recorded one.
+        replace: Overwrite a dataset of the same name (otherwise a name clash is an error).
+
+    Returns:
+        The dataset name.
+
+    Raises:
+        InputError: not an adapter file, saved for another shared model (architecture or
+            weights fingerprint), or a dataset of that name already exists. Nothing is changed
+            in ``model`` when an error is raised.
+    """
+    path = Path(path)
+    metadata, tensors = _read_safetensors(path)
+    if metadata.get("format") != ADAPTER_FORMAT:
+        if "domain_index" in metadata:
+            return _load_indexed_adapter(model, path, metadata)
         raise InputError("not a change-adapter file (no domain metadata)", path=path)
+    domain = name or metadata["domain"]
+    config = json.loads(metadata.get("config", "{}"))
+    if config != json.loads(json.dumps(model.base_config)):
+        raise InputError(
+            f"adapter was saved for another model architecture ({config}); this model is "
+            f"{model.base_config}",
+            path=path,
+        )
+    expected, actual = metadata.get("shared_fingerprint"), model.shared_fingerprint()
+    if expected != actual:
+        raise InputError(
+            f"adapter belongs to another base model (shared-weights fingerprint {expected}, "
+            f"this model {actual}); load the base model it was adapted from",
+            path=path,
+        )
+    if domain in model.domains and not replace:
+        raise InputError(
+            f"dataset {domain!r} is already in this model ({', '.join(model.domains)}); load "
+            f"the adapter under another name (--adapter NAME={path.name})",
+            path=path,
+        )
+    template = _domain_state(model, 0)
+    if set(template) != set(tensors):
+        extra = sorted(set(tensors) ^ set(template))
+        raise InputError(f"adapter tensors do not fit this model (first: {extra[0]!r})",
+                         path=path)
+    bad = [k for k, v in tensors.items() if tuple(v.shape) != tuple(template[k].shape)]
+    if bad:
+        raise InputError(f"shape mismatch for {bad[0]!r}; adapter saved for another model",
+                         path=path)
+    index = model.domains.index(domain) if domain in model.domains else model.add_domain(domain)
+    state = _domain_state(model, index)
+    with torch.no_grad():
+        for key, value in tensors.items():
+            state[key].copy_(value.to(dtype=state[key].dtype))
+    if metadata.get("output_gated") == "1":
+        model.output_gated.add(domain)
+    else:
+        model.output_gated.discard(domain)
+    if "threshold" in metadata:
+        model.thresholds[domain] = float(metadata["threshold"])
+    logger.info("loaded adapter %s as dataset %s", path, domain)
+    return domain
+
+
+def _load_indexed_adapter(model: CANet, path: Path, metadata: dict[str, str]) -> str:
+    """Files of the first adapter format (index-bound tensor names, whole-model fingerprint)."""
+    from eokit.core.adapters import load_adapter
+
+    domain = metadata["domain"]
     index = int(metadata["domain_index"])
     if domain not in model.domains:
         if index != model.num_domains:
