@@ -124,6 +124,10 @@ def _trainer(out_dir: Path, config: dict[str, Any], overrides: dict[str, Any]) -
     }
     # Our batch sampler shards by rank itself; Lightning must not wrap it.
     settings["use_distributed_sampler"] = False
+    if settings.get("strategy") == "ddp":
+        # Each batch holds one dataset, so the other datasets' BN, adapters and heads get no
+        # gradient in that step; DDP must be told, or it stops at the second step.
+        settings["strategy"] = "ddp_find_unused_parameters_true"
     settings.setdefault("default_root_dir", str(out_dir))
     settings.setdefault("enable_checkpointing", True)
     callbacks: list[Any] = [
