@@ -125,7 +125,9 @@ def test_fit_then_adapt_cli(tmp_path, capsys):
     model = tmp_path / "run" / "model.safetensors"
     assert model.exists()
     adapt_config = {**fit_config, "datasets": [
-        {"name": "sim_new", "source": "sim", "count": 2, "size": 32}]}
+        {"name": "sim_new", "source": "sim", "count": 2, "size": 32}],
+        "train": {"batch_size": 2, "pos_weight": "auto", "init_from": "auto",
+                  "placement": "decoder"}}
     (tmp_path / "adapt.yaml").write_text(yaml.safe_dump(adapt_config))
     code, stdout, stderr = _run(["change", "adapt", "--config", str(tmp_path / "adapt.yaml"),
                                  "--checkpoint", str(model), "-o", str(tmp_path / "new"),
@@ -134,6 +136,16 @@ def test_fit_then_adapt_cli(tmp_path, capsys):
     assert "trainable parameters for sim_new" in stdout
     adapter = tmp_path / "new" / "adapter_sim_new.safetensors"
     assert adapter.exists() and adapter.stat().st_size < model.stat().st_size / 5
+    from safetensors import safe_open
+
+    with safe_open(str(adapter), framework="pt") as handle:
+        threshold = float(handle.metadata()["threshold"])  # chosen on the training labels
+    assert 0.0 < threshold < 1.0
+    bad = {**adapt_config, "train": {"pos_weight": "lots"}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    code, _, err = _run(["change", "adapt", "--config", str(tmp_path / "bad.yaml"),
+                         "--checkpoint", str(model), "-o", str(tmp_path / "bad")], capsys)
+    assert code == 2 and "train.pos_weight" in err
 
 
 def test_stacked_adapters_predict_and_evaluate_each_domain(tmp_path, pair_files, capsys):

@@ -174,3 +174,28 @@ def test_positive_weight_grows_with_imbalance():
     mask = torch.from_numpy(sparse[0]["mask"])[None]
     assert change_loss(logits, mask, dice_weight=0, pos_weight=4.0) > change_loss(
         logits, mask, dice_weight=0)
+
+
+@pytest.mark.parametrize("placement", ["decoder", "finest"])
+def test_cheap_placements_adapt_bn_statistics_without_encoder_gradients(placement):
+    model = build_canet(DOMAINS, in_channels=6)
+    report = prepare_adapt(model, "sim_new", placement=placement)
+    full = prepare_adapt(build_canet(DOMAINS, in_channels=6), "sim_new")
+    assert 0 < report["trainable"] < full["trainable"]
+    index = model.domain_index("sim_new")
+    encoder_bn = next(m for n, m in model.base.encoder.named_modules()
+                      if n.endswith(f"bns.{index}"))
+    assert not encoder_bn.weight.requires_grad
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_steps(model, _loader(index, "sim_new"), steps=2, lr=1e-2)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    # the new dataset's encoder BN statistics adapted (AdaBN), its affine did not
+    assert any(k.startswith("base.encoder") and f"bns.{index}.running_mean" in k for k in changed)
+    assert not any(k.startswith("base.encoder") and k.endswith((".weight", ".bias"))
+                   for k in changed)
+    # nothing outside the new dataset moved
+    assert all(f".{index}." in k for k in changed), sorted(changed)[:3]
+    if placement == "finest":
+        assert not any(k.startswith("base.decoder.0.adapters") for k in changed)
+        assert any(k.startswith("base.decoder.4.adapters") for k in changed)

@@ -197,6 +197,7 @@ def _run_training(
         weight_decay=float(train_cfg.get("weight_decay", 1e-4)),
         dice_weight=float(train_cfg.get("dice_weight", 1.0)),
         pos_weight=pos_weight,
+        placement=train_cfg.get("placement"),
     )
     train_loader, val_loaders = _loaders(train, val, batch_size=int(train_cfg.get("batch_size", 8)),
                                          seed=seed)

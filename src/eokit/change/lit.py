@@ -32,6 +32,8 @@ class ChangeTask(lightning.LightningModule):
         weight_decay: AdamW weight decay.
         dice_weight: Weight of the Dice loss term.
         pos_weight: BCE weight of change pixels: one number or domain index -> weight.
+        placement: Which of the new dataset's parts train in adapt mode (``all``, ``decoder``
+            or ``finest``; see ``CANet.domain_parameter_patterns``).
         val_domains: Dataset names of the validation dataloaders, in order.
     """
 
@@ -45,6 +47,7 @@ class ChangeTask(lightning.LightningModule):
         weight_decay: float = 1e-4,
         dice_weight: float = 1.0,
         pos_weight: float | dict[int, float] | None = None,
+        placement: str | None = None,
         val_domains: Sequence[str] = (),
     ) -> None:
         super().__init__()
@@ -61,7 +64,7 @@ class ChangeTask(lightning.LightningModule):
         if mode == "adapt":
             if adapt_domain is None:
                 raise InputError("adapt mode needs the new dataset's name", parameter="domain")
-            self.adapt_report = prepare_adapt(model, adapt_domain)
+            self.adapt_report = prepare_adapt(model, adapt_domain, placement=placement)
         self._matrices: dict[int, ConfusionMatrix] = {}
         self.val_metrics: dict[str, dict[str, float]] = {}
 

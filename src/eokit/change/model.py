@@ -386,6 +386,8 @@ class CANet(nn.Module):
         self.output_gated: set[str] = set(domains) if icm_output else set()
         #: Per-dataset decision thresholds chosen on training labels (default 0.5).
         self.thresholds: dict[str, float] = {}
+        #: Dataset being adapted (``task.prepare_adapt``): its BN statistics keep adapting.
+        self.adapting_domain: str | None = None
         self.domain_bn = domain_bn
         self.adapter_reduction = adapter_reduction
         self.base_config = dict(base_config or {})
@@ -504,7 +506,7 @@ class CANet(nn.Module):
         return len(self.domains) - 1
 
     def domain_parameter_patterns(
-        self, domain: str | int, *, encoder_bn: bool = True
+        self, domain: str | int, *, encoder_bn: bool = True, placement: str | None = None
     ) -> list[str]:
         """Regexes matching the parameter/buffer names owned by one dataset.
 
@@ -514,17 +516,43 @@ class CANet(nn.Module):
                 ``base.fusions``, ``base.input_fusion``). False: only the BNs of the decoder;
                 the earlier per-dataset BN statistics still adapt in train mode, but no gradient
                 has to flow through the encoder and fusion.
+            placement: Which of the dataset's parts to match (overrides ``encoder_bn``):
+                ``"all"`` (everything it owns), ``"decoder"`` (all but the BNs before the
+                decoder) or ``"finest"`` (the adapter and ICM of the finest adapted block, the
+                last BN of that block and the head: the gradient never has to pass a shared
+                convolution).
         """
         k = self.domain_index(domain)
+        placement = placement or ("all" if encoder_bn else "decoder")
+        if placement not in ("all", "decoder", "finest"):
+            raise InputError(f"unknown placement {placement!r}; use all, decoder or finest",
+                             parameter="placement")
+        if placement == "finest":
+            point = re.escape(f"base.{self.adapter_points[-1]}.")
+            patterns = [rf"^{point}(adapters|icms)\.{k}\.", rf"(^|\.)heads\.{k}\."]
+            if self.domain_bn:
+                last_bn = self._last_bn_name(self.adapter_points[-1])
+                if last_bn is not None:
+                    patterns.append(rf"^{re.escape(last_bn)}\.bns\.{k}\.")
+            return patterns
         patterns = [
             rf"(^|\.)adapters\.{k}\.",
             rf"(^|\.)icms\.{k}\.",
             rf"(^|\.)heads\.{k}\.",
         ]
         if self.domain_bn:
-            prefix = "" if encoder_bn else r"^(?!base\.(encoder|fusions|input_fusion)\.)"
+            prefix = "" if placement == "all" else r"^(?!base\.(encoder|fusions|input_fusion)\.)"
             patterns.append(rf"{prefix}.*(^|\.)bns\.{k}\.")
         return patterns
+
+    def _last_bn_name(self, point: str) -> str | None:
+        """Name of the last DomainBatchNorm inside an adapted block (None if it has none)."""
+        block = self.base.get_submodule(point)
+        inner = block.inner if isinstance(block, DomainAdapterBlock) else block
+        names = [n for n, m in inner.named_modules() if isinstance(m, DomainBatchNorm)]
+        if not names:
+            return None
+        return f"base.{point}.inner.{names[-1]}"
 
     def domain_parameter_names(self, domain: str | int) -> list[str]:
         """Names of the parameters (not buffers) owned by one dataset."""

@@ -258,6 +258,7 @@ def prepare_adapt(
     init_from: str | int = 0,
     encoder_bn_affine: bool = True,
     icm_output: bool = True,
+    placement: str | None = None,
 ) -> dict[str, Any]:
     """Get ``model`` ready to learn ``domain`` alone: add it if new, freeze everything else.
 
@@ -281,7 +282,9 @@ def prepare_adapt(
         model.add_domain(domain, init_from=init_from)
     if icm_output and model.use_icm:
         model.output_gated.add(domain)
-    freeze_all_but(model, model.domain_parameter_patterns(domain, encoder_bn=encoder_bn_affine))
+    model.adapting_domain = domain
+    freeze_all_but(model, model.domain_parameter_patterns(domain, encoder_bn=encoder_bn_affine,
+                                                          placement=placement))
     model.set_domain(domain)
     report = trainable_parameter_report(
         model,
@@ -300,11 +303,23 @@ def prepare_adapt(
 
 
 def _freeze_shared_bn(model: nn.Module) -> None:
-    """Put BatchNorm layers whose parameters are frozen in eval mode (keep their statistics)."""
-    for module in model.modules():
+    """Put BatchNorm layers whose parameters are frozen in eval mode (keep their statistics).
+
+    Exception: the BNs of the dataset being adapted (``model.adapting_domain``, set by
+    :func:`prepare_adapt`) stay in train mode even where their affine parameters are frozen,
+    so their per-dataset statistics are re-estimated on the new data (AdaBN) without any
+    gradient through the layers before them.
+    """
+    own = None
+    adapting = getattr(model, "adapting_domain", None)
+    if isinstance(model, CANet) and adapting is not None and adapting in model.domains:
+        own = re.compile(rf"(^|\.)bns\.{model.domains.index(adapting)}$")
+    for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             params = list(module.parameters())
             if params and not any(p.requires_grad for p in params):
+                if own is not None and own.search(name):
+                    continue
                 module.eval()
 
 
