@@ -198,3 +198,20 @@ def test_stacked_adapters_predict_and_evaluate_each_domain(tmp_path, pair_files,
     assert code == 0, err
     with rasterio.open(out / "change_probability.tif") as src:
         np.testing.assert_allclose(src.read(1), probabilities["site_a"], atol=1e-6)
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    from eokit.change.cli import _pos_weights, load_config
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs" / "change").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        config = load_config(path)
+        names = [d["name"] for d in config["datasets"]]
+        if "model" in config:
+            assert build_canet(names, **config["model"]).domains == names
+        train = config.get("train", {})
+        assert train.get("placement") in (None, "all", "decoder", "finest"), path
+        _pos_weights(train.get("pos_weight"), [])  # raises on a bad value
