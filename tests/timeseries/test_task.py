@@ -9,6 +9,7 @@ import torch
 from eokit.core.errors import InputError
 from eokit.timeseries.data import SeriesData
 from eokit.timeseries.task import (
+    augment_series,
     compute_summary,
     embed_series,
     finetune,
@@ -39,7 +40,7 @@ def pretrained(tmp_path_factory):
     data = _data()
     out = tmp_path_factory.mktemp("pre")
     backbone, account = pretrain(data, out, size="tiny", epochs=2, batch_size=16, progress=False,
-                                 config_overrides={"max_len": 32})
+                                 config_overrides={"max_len": 32}, augment=False)
     return data, backbone, account
 
 
@@ -50,6 +51,32 @@ def test_pretraining_counts_tokens_and_stores_scaling(pretrained):
     assert account.tokens == 2 * account.pixels * data.n_dates
     assert not torch.equal(backbone.band_half_range, torch.ones(3))
     assert backbone.config.band_names == ["a", "b", "c"]
+
+
+def test_augmented_pretraining_crops_and_counts_the_tokens_it_saw(tmp_path):
+    data = _data(n=32)
+    _, account = pretrain(data, tmp_path, size="tiny", epochs=2, batch_size=8, progress=False,
+                          config_overrides={"max_len": 32}, augment=True, seed=1)
+    full = 2 * account.pixels * data.n_dates
+    # Random leading crops of up to half the series: fewer tokens, but more than half.
+    assert full / 2 <= account.tokens < full
+
+
+def test_augment_series_crops_leading_dates_and_drops_some():
+    series = torch.zeros(4, 20, 2)
+    doy = torch.arange(1, 21, dtype=torch.float32).expand(4, 20)
+    valid = torch.ones(4, 20, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(0)
+    lengths, dropped = set(), 0
+    for _ in range(20):
+        s, d, v = augment_series(series, doy, valid, max_crop=0.5, drop=0.2,
+                                 generator=generator)
+        assert s.shape[1] == d.shape[1] == v.shape[1] >= 10
+        assert torch.equal(d[0], doy[0, 20 - d.shape[1]:])  # the LAST dates are kept
+        lengths.add(s.shape[1])
+        dropped += int((~v).sum())
+    assert len(lengths) > 3
+    assert 0.1 < dropped / (20 * 4 * np.mean(sorted(lengths))) < 0.3
 
 
 def test_head_only_finetuning_leaves_backbone_bit_identical(pretrained, tmp_path):

@@ -138,6 +138,15 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.option("--memory", type=float, default=None,
               help="Per-date features average about the last N valid dates (dynamic maps); "
                    "default: all dates so far.")
+@click.option("--pooling", type=click.Choice(["mean", "stats"]), default="mean",
+              show_default=True,
+              help="Prefix pooling: [h_t, summary] or also running mean/max/min.")
+@click.option("--input-lags", default=12, show_default=True,
+              help="Lagged scaled input observations given to the head (0: none).")
+@click.option("--lag-days", default=30.0, show_default=True, help="Spacing of the input lags.")
+@click.option("--val-fraction", default=0.2, show_default=True,
+              help="Labelled pixels held out (whole 16 px blocks for rasters) for early "
+                   "stopping; 0 trains for --epochs.")
 @click.option("--epochs", default=60, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @_eopatch_options
@@ -145,7 +154,8 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.pass_context
 def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: str | None,
              classes: str, label_map: str | None, task: str, label_fraction: float, mode: str,
-             memory: float | None, epochs: int, out_dir: Path, layout: str, features: str | None,
+             memory: float | None, pooling: str, input_lags: int, lag_days: float,
+             val_fraction: float, epochs: int, out_dir: Path, layout: str, features: str | None,
              valid_mask: str | None, invalid_mask: str | None, seed: int) -> None:
     """Fine-tune a pretrained backbone on a few labelled pixels (frozen backbone + MLP head).
 
@@ -205,10 +215,20 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
     n_train = max(1, int(round(label_fraction * len(data))))
     chosen = np.sort(rng.choice(pool, min(n_train, pool.size), replace=False))
     subset = data.subset(chosen)
+    groups = None
+    if data.shape is not None:
+        width = data.shape[1]
+        groups = (chosen // width) // 16 * 100_000 + (chosen % width) // 16
+    elif "latlon" in data.extra:
+        # Samples at one site share their coordinates: validate on whole sites.
+        latlon = np.round(np.asarray(data.extra["latlon"])[chosen], 3)
+        groups = np.unique(latlon, axis=0, return_inverse=True)[1].reshape(-1)
     model, account = run_finetune(
         backbone, subset, targets[chosen], out_dir, task=task,
         class_names=class_names if task == "classification" else None, mode=mode,
-        memory=memory, epochs=epochs, seed=seed, trainer_overrides=overrides)
+        memory=memory, pooling=pooling, input_lags=input_lags, lag_days=lag_days,
+        val_fraction=val_fraction, val_groups=groups, epochs=epochs, seed=seed,
+        trainer_overrides=overrides)
     pre = (meta.get("compute") or {}).get("pretraining")
     summary = compute_summary(pre, account)
     path = save_model(model, out_dir / "model.safetensors",

@@ -573,7 +573,15 @@ class PixelSeriesTransformer(nn.Module):
 
 
 class SeriesHead(nn.Module):
-    """Small MLP head on per-date features (hidden state and running mean of the prefix)."""
+    """Small MLP head on per-date features, with stored feature standardisation.
+
+    Features are shifted and scaled by ``feature_shift`` / ``feature_scale`` (buffers fitted on
+    the labelled pixels' features by :meth:`fit_standardisation`, saved with the model), so
+    features of very different ranges (states, running extremes, scaled bands) train alike.
+    """
+
+    feature_shift: torch.Tensor
+    feature_scale: torch.Tensor
 
     def __init__(self, in_features: int, out_features: int, hidden: int = 64,
                  dropout: float = 0.1) -> None:
@@ -581,9 +589,19 @@ class SeriesHead(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden)
         self.fc2 = nn.Linear(hidden, out_features)
         self.drop = nn.Dropout(dropout)
+        self.register_buffer("feature_shift", torch.zeros(in_features))
+        self.register_buffer("feature_scale", torch.ones(in_features))
+
+    @torch.no_grad()
+    def fit_standardisation(self, features: torch.Tensor) -> None:
+        """Store mean / std of ``features`` (…, in_features) as the standardisation."""
+        flat = features.reshape(-1, features.shape[-1]).to(torch.float64)
+        self.feature_shift.copy_(flat.mean(0).to(self.feature_shift.dtype))
+        self.feature_scale.copy_(flat.std(0).clamp_min(1e-4).to(self.feature_scale.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (…, in_features) -> (…, out_features)."""
+        x = (x - self.feature_shift) / self.feature_scale
         out: torch.Tensor = self.fc2(self.drop(F.gelu(self.fc1(x))))
         return out
 
@@ -603,22 +621,13 @@ def prefix_features(hidden: torch.Tensor, valid: torch.Tensor, *,
     Returns:
         (B, T, 2 D).
     """
+    from eokit.timeseries.features import moving_average
+
     weight = valid[..., None].to(hidden.dtype)
     if memory is None:
         running = (hidden * weight).cumsum(1) / weight.cumsum(1).clamp_min(1.0)
         return torch.cat((hidden, running), dim=-1)
-    rate = 1.0 / max(float(memory), 1.0)
-    state = torch.zeros_like(hidden[:, 0])
-    seen = torch.zeros_like(weight[:, 0])
-    steps = []
-    for t in range(hidden.shape[1]):
-        w = weight[:, t]
-        # First valid observation initialises the average (no bias towards zero).
-        step = torch.where(seen > 0, rate * w, w)
-        state = state + step * (hidden[:, t] - state)
-        seen = torch.maximum(seen, w)
-        steps.append(state)
-    return torch.cat((hidden, torch.stack(steps, dim=1)), dim=-1)
+    return torch.cat((hidden, moving_average(hidden, valid, memory)), dim=-1)
 
 
 class FineTunedSeriesModel(nn.Module):
@@ -631,6 +640,11 @@ class FineTunedSeriesModel(nn.Module):
         class_names: Names of the classes (classification).
         hidden: Head width.
         memory: Prefix summary of :func:`prefix_features` (None: mean of all dates so far).
+        pooling: ``"mean"`` or ``"stats"`` (adds running mean / max / min of the prefix).
+        input_lags: Lagged scaled input tokens given to the head (0: none); see
+            :mod:`eokit.timeseries.features`.
+        lag_days: Spacing of those lags in days.
+        dropout: Head dropout.
     """
 
     target_mean: torch.Tensor
@@ -645,7 +659,13 @@ class FineTunedSeriesModel(nn.Module):
         class_names: list[str] | None = None,
         hidden: int = 64,
         memory: float | None = None,
+        pooling: str = "mean",
+        input_lags: int = 0,
+        lag_days: float = 30.0,
+        dropout: float = 0.1,
     ) -> None:
+        from eokit.timeseries.features import HeadFeatureConfig
+
         super().__init__()
         if task not in ("classification", "regression"):
             raise InputError(f"must be classification or regression, got {task!r}",
@@ -653,16 +673,28 @@ class FineTunedSeriesModel(nn.Module):
         self.backbone = backbone
         self.task = task
         self.class_names = list(class_names or [])
-        self.memory = memory
-        self.head = SeriesHead(2 * backbone.config.d_model, out_features, hidden)
+        self.feature_config = HeadFeatureConfig(pooling=pooling, memory=memory,
+                                                input_lags=input_lags, lag_days=lag_days)
+        width = self.feature_config.n_features(backbone.config.d_model, backbone.config.in_bands)
+        self.head = SeriesHead(width, out_features, hidden, dropout)
         self.register_buffer("target_mean", torch.zeros(1))
         self.register_buffer("target_std", torch.ones(1))
 
     def features(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
                  ) -> torch.Tensor:
-        """(B, T, 2 D) per-date prefix features."""
+        """(B, T, F) per-date features (:func:`eokit.timeseries.features.head_features`)."""
+        from eokit.timeseries.features import head_features
+
         valid = valid.to(torch.bool) & torch.isfinite(series).all(dim=-1)
-        return prefix_features(self.backbone(series, doy, valid), valid, memory=self.memory)
+        hidden = self.backbone(series, doy, valid)
+        scaled = self.backbone.scale(torch.nan_to_num(series)) if self.feature_config.input_lags \
+            else series
+        return head_features(hidden, scaled, valid, doy, self.feature_config)
+
+    @property
+    def memory(self) -> float | None:
+        """Moving-average memory of the prefix summary (None: mean of all dates so far)."""
+        return self.feature_config.memory
 
     def forward(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
                 ) -> torch.Tensor:
@@ -730,7 +762,7 @@ def save_model(model: PixelSeriesTransformer | FineTunedSeriesModel, path: str |
         metadata["head"] = json.dumps({
             "task": model.task, "class_names": model.class_names,
             "out_features": model.head.fc2.out_features, "hidden": model.head.fc1.out_features,
-            "memory": model.memory,
+            "dropout": model.head.drop.p, **model.feature_config.as_dict(),
         })
     for key, value in (extra or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value)
@@ -780,7 +812,11 @@ def load_model(path: str | Path) -> tuple[PixelSeriesTransformer | FineTunedSeri
         head = json.loads(raw["head"])
         model = FineTunedSeriesModel(backbone, head["out_features"], task=head["task"],
                                      class_names=head["class_names"], hidden=head["hidden"],
-                                     memory=head.get("memory"))
+                                     memory=head.get("memory"),
+                                     pooling=head.get("pooling", "mean"),
+                                     input_lags=int(head.get("input_lags", 0)),
+                                     lag_days=float(head.get("lag_days", 30.0)),
+                                     dropout=float(head.get("dropout", 0.1)))
     load_weights(model, path, strict=True)
     model.eval()
     metadata: dict[str, Any] = {}

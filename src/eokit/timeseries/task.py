@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,35 @@ class SeriesDataModule(L.LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.batch_size)
 
 
-def _make_pretrain_task(model: PixelSeriesTransformer, lr: float, weight_decay: float) -> Any:
+def augment_series(series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor, *,
+                   max_crop: float, drop: float, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random temporal crop (same start for the batch) and random extra invalid dates.
+
+    Pixels of one raster share their dates, so without cropping the learned position of a token
+    is a proxy for its calendar date in the pretraining scene, which does not transfer to a scene
+    with another revisit. Dropping dates at random mimics other cloud patterns.
+
+    Args:
+        series: (B, T, C) raw bands.
+        doy: (B, T) day of year.
+        valid: (B, T) bool.
+        max_crop: Largest share of leading dates removed (start drawn uniformly).
+        drop: Probability that a valid date is made invalid.
+        generator: Random generator (None: the global one, seeded by ``seed_everything``).
+    """
+    length = series.shape[1]
+    start = int(torch.randint(0, int(max_crop * length) + 1, (1,), generator=generator))
+    start = min(start, max(length - 2, 0))
+    series, doy, valid = series[:, start:], doy[:, start:], valid[:, start:]
+    if drop > 0:
+        keep = torch.rand(valid.shape, generator=generator) >= drop
+        valid = valid.to(torch.bool) & keep
+    return series, doy, valid
+
+
+def _make_pretrain_task(model: PixelSeriesTransformer, lr: float, weight_decay: float,
+                        augment: bool) -> Any:
     base = _base_task()
 
     class PretrainTask(base):  # type: ignore[misc, valid-type]
@@ -84,9 +113,13 @@ def _make_pretrain_task(model: PixelSeriesTransformer, lr: float, weight_decay: 
             self.tokens_seen = 0
 
         def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+            series, doy, valid = batch["series"], batch["doy"], batch["valid"]
             if stage == "train":
-                self.tokens_seen += int(batch["series"].shape[0] * batch["series"].shape[1])
-            return self.model.next_token_loss(batch["series"], batch["doy"], batch["valid"])
+                if augment:
+                    series, doy, valid = augment_series(series, doy, valid, max_crop=0.5,
+                                                        drop=0.1)
+                self.tokens_seen += int(series.shape[0] * series.shape[1])
+            return self.model.next_token_loss(series, doy, valid)
 
     return PretrainTask()
 
@@ -101,11 +134,15 @@ def _make_head_task(head: nn.Module, loss_fn: LossFn, lr: float, weight_decay: f
             super().__init__(lr=lr, weight_decay=weight_decay)
             self.head = head
             self.tokens_seen = 0
+            self.val_tokens_seen = 0
 
         def shared_step(self, batch: Sequence[torch.Tensor], stage: str) -> torch.Tensor:
             features, target = batch
+            tokens = int(features.shape[0] * features.shape[1])
             if stage == "train":
-                self.tokens_seen += int(features.shape[0] * features.shape[1])
+                self.tokens_seen += tokens
+            else:
+                self.val_tokens_seen += tokens
             return loss_fn(self.head(features), target)
 
     return HeadTask()
@@ -122,28 +159,110 @@ def _make_full_task(model: FineTunedSeriesModel, loss_fn: LossFn, lr: float,
             super().__init__(lr=lr, weight_decay=weight_decay)
             self.model = model
             self.tokens_seen = 0
+            self.val_tokens_seen = 0
 
         def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+            tokens = int(batch["series"].shape[0] * batch["series"].shape[1])
             if stage == "train":
-                self.tokens_seen += int(batch["series"].shape[0] * batch["series"].shape[1])
+                self.tokens_seen += tokens
+            else:
+                self.val_tokens_seen += tokens
             out = self.model(batch["series"], batch["doy"], batch["valid"])
             return loss_fn(out, batch["target"])
 
     return FineTuneTask()
 
 
+class KeepBest(L.Callback):
+    """Early stopping on ``val/loss`` that restores the best weights of ``module`` at the end.
+
+    Args:
+        module: The module whose weights are kept (head, or the whole fine-tuned model).
+        patience: Validation epochs without improvement before training stops.
+    """
+
+    def __init__(self, module: nn.Module, patience: int) -> None:
+        super().__init__()
+        self.module = module
+        self.patience = patience
+        self.best = float("inf")
+        self.best_epoch = -1
+        self.wait = 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Remember the weights when the validation loss improves; stop after ``patience``."""
+        value = trainer.callback_metrics.get("val/loss")
+        if value is None:
+            return
+        loss = float(value)
+        if loss < self.best - 1e-6:
+            self.best, self.best_epoch, self.wait = loss, trainer.current_epoch, 0
+            self.state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                trainer.should_stop = True
+
+    def restore(self) -> None:
+        """Load the best weights back (no-op when validation never ran)."""
+        if self.state is not None:
+            self.module.load_state_dict(self.state)
+
+
 def _fit(task: Any, datamodule: L.LightningDataModule, out_dir: Path, *, epochs: int, seed: int,
          progress: bool, trainer_overrides: dict[str, Any] | None,
-         checkpoint_every_epoch: bool = True) -> None:
+         checkpoint_every_epoch: bool = True, callbacks: list[L.Callback] | None = None) -> None:
     from eokit.core.train import fit
 
     extra: dict[str, Any] = {}
     if not checkpoint_every_epoch:
         # Short head-only runs: a checkpoint per epoch costs more than the epoch itself.
         extra["checkpoint_every_n_steps"] = 10**9
+    if callbacks:
+        extra["callbacks"] = callbacks
     fit(task, datamodule, out_dir, seed=seed, trainer_overrides=trainer_overrides,
         max_epochs=epochs, progress=progress, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=5, **extra)
+
+
+def validation_split(n: int, *, fraction: float, groups: np.ndarray | None = None,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``n`` labelled pixels into (train, validation) indices.
+
+    With ``groups`` (e.g. spatial block ids of the pixels) whole groups go to validation, so the
+    validation pixels are spatially held out from the training pixels.
+
+    Returns:
+        (train indices, validation indices); validation is empty when ``fraction`` is 0 or there
+        are too few pixels (< 10) or groups (< 2).
+    """
+    if not 0 <= fraction < 1:
+        raise InputError(f"must be in [0, 1), got {fraction}", parameter="val_fraction")
+    everything = np.arange(n)
+    if fraction == 0 or n < 10:
+        return everything, everything[:0]
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        order = rng.permutation(n)
+        n_val = max(1, int(round(fraction * n)))
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise InputError(f"must have one group per labelled pixel ({n}), got {groups.shape}",
+                         parameter="val_groups")
+    unique = rng.permutation(np.unique(groups))
+    if unique.size < 2:
+        return everything, everything[:0]
+    chosen: list[Any] = []
+    count = 0
+    for group in unique[:-1]:
+        if count >= fraction * n:
+            break
+        chosen.append(group)
+        count += int((groups == group).sum())
+    is_val = np.isin(groups, chosen)
+    return everything[~is_val], everything[is_val]
 
 
 # -- pretraining --------------------------------------------------------------------------------
@@ -160,6 +279,7 @@ def pretrain(
     weight_decay: float = 0.01,
     max_pixels: int | None = None,
     val_fraction: float = 0.05,
+    augment: bool = True,
     seed: int = 0,
     progress: bool = True,
     trainer_overrides: dict[str, Any] | None = None,
@@ -178,6 +298,9 @@ def pretrain(
         weight_decay: AdamW weight decay.
         max_pixels: Random subset of pixels to use (None: all with >= 2 valid dates).
         val_fraction: Pixels held out for the validation loss.
+        augment: Random temporal crops (up to half the series) and 10 % extra dropped dates per
+            training batch (:func:`augment_series`), so the model cannot use a token's position
+            as a proxy for the pretraining scene's calendar.
         seed: Seed for the subset, split, init and shuffling.
         progress: Show the Lightning progress bar.
         trainer_overrides: Extra ``lightning.Trainer`` arguments.
@@ -209,7 +332,7 @@ def pretrain(
     model = PixelSeriesTransformer(config)
     train = data.subset(train_idx)
     model.set_scaling(train.series, train.valid)
-    task = _make_pretrain_task(model, lr, weight_decay)
+    task = _make_pretrain_task(model, lr, weight_decay, augment)
     datamodule = SeriesDataModule(SeriesDataset(train),
                                   SeriesDataset(data.subset(val_idx)) if n_val else None,
                                   batch_size=batch_size, seed=seed)
@@ -279,9 +402,17 @@ def finetune(
     weight_decay: float = 1e-3,
     hidden: int = 64,
     memory: float | None = None,
+    pooling: str = "mean",
+    input_lags: int = 12,
+    lag_days: float = 30.0,
+    dropout: float = 0.1,
     lora_rank: int = 4,
     label_dates: str = "all",
     balance_classes: bool = True,
+    val_fraction: float = 0.2,
+    val_groups: np.ndarray | None = None,
+    patience: int = 10,
+    refit: bool = True,
     seed: int = 0,
     progress: bool = True,
     trainer_overrides: dict[str, Any] | None = None,
@@ -305,9 +436,23 @@ def finetune(
         hidden: Head width.
         memory: Per-date prefix summary: None = mean of all dates so far; k = moving average
             over about the last k valid dates (faster reaction to changes).
+        pooling: ``"mean"`` ([h_t, summary]) or ``"stats"`` (also running mean/max/min).
+        input_lags: Lagged scaled input tokens for the head (0: none); see
+            :mod:`eokit.timeseries.features`.
+        lag_days: Spacing of the input lags in days.
+        dropout: Head dropout.
         lora_rank: LoRA rank (``mode="lora"``).
         label_dates: Static class labels supervise ``"all"`` dates or only the ``"last"``.
         balance_classes: Inverse-frequency class weights in the loss.
+        val_fraction: Share of the labelled pixels held out for early stopping (0: none, train
+            for ``epochs``; also none with fewer than 10 labelled pixels). The best validation
+            epoch's weights are kept (or re-trained on all pixels, see ``refit``).
+        val_groups: Group id per labelled pixel (e.g. spatial block); validation takes whole
+            groups so it is spatially held out.
+        patience: Validation epochs without improvement before stopping.
+        refit: Head mode with validation: after early stopping, train the head again from its
+            initial weights on ALL labelled pixels for the best number of epochs (with a few
+            hundred labels, holding 20 % out of the final model costs more than it gains).
         seed: Seed.
         progress: Show the progress bar.
         trainer_overrides: Extra ``lightning.Trainer`` arguments.
@@ -332,10 +477,13 @@ def finetune(
         if not class_names:
             raise InputError("classification needs class names", parameter="class_names")
         check_labels(targets, class_names, source="targets")
+        head_options: dict[str, Any] = {"memory": memory, "pooling": pooling,
+                                        "input_lags": input_lags, "lag_days": lag_days,
+                                        "dropout": dropout}
         y = per_date_targets(targets, data.n_dates, label_dates=label_dates)
         model = FineTunedSeriesModel(backbone, len(class_names), task=task,
                                      class_names=list(class_names), hidden=hidden,
-                                     memory=memory)
+                                     **head_options)
         counts = np.bincount(y[y != IGNORE_INDEX].ravel(), minlength=len(class_names))
         weights = None
         if balance_classes:
@@ -344,10 +492,12 @@ def finetune(
         loss_fn = _classification_loss(weights)
         y_tensor = torch.as_tensor(y)
     elif task == "regression":
+        head_options = {"memory": memory, "pooling": pooling, "input_lags": input_lags,
+                        "lag_days": lag_days, "dropout": dropout}
         values = targets.astype(np.float32)
         if values.ndim != 1 or not np.isfinite(values).all():
             raise InputError("regression targets must be (N,) finite values", parameter="targets")
-        model = FineTunedSeriesModel(backbone, 1, task=task, hidden=hidden, memory=memory)
+        model = FineTunedSeriesModel(backbone, 1, task=task, hidden=hidden, **head_options)
         model.target_mean.fill_(float(values.mean()))
         model.target_std.fill_(float(values.std() + 1e-6))
         y_tensor = torch.as_tensor((values - values.mean()) / (values.std() + 1e-6))
@@ -361,17 +511,38 @@ def finetune(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     head_params = sum(p.numel() for p in model.head.parameters())
+    train_idx, val_idx = validation_split(len(data), fraction=val_fraction, groups=val_groups,
+                                          seed=seed)
+    train_t, val_t = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
     if mode == "head":
         backbone.requires_grad_(False)
         backbone.eval()
         features = _features(model, data, 1024)
         account.add(len(data) * data.n_dates, fwd * len(data) * data.n_dates)
+        initial = {k: v.clone() for k, v in model.head.state_dict().items()}
+        model.head.fit_standardisation(features[train_t])
         lt = _make_head_task(model.head, loss_fn, lr, weight_decay)
-        dm = SeriesDataModule(TensorDataset(features, y_tensor), None, batch_size=batch_size,
-                              seed=seed)
+        keep = KeepBest(model.head, patience) if val_idx.size else None
+        dm = SeriesDataModule(TensorDataset(features[train_t], y_tensor[train_t]),
+                              TensorDataset(features[val_t], y_tensor[val_t]) if keep else None,
+                              batch_size=batch_size, seed=seed)
         _fit(lt, dm, out_dir, epochs=epochs, seed=seed, progress=progress,
-             trainer_overrides=trainer_overrides, checkpoint_every_epoch=False)
-        account.add(0, 6.0 * head_params * lt.tokens_seen)
+             trainer_overrides=trainer_overrides, checkpoint_every_epoch=False,
+             callbacks=[keep] if keep else None)
+        account.add(0, 6.0 * head_params * lt.tokens_seen + 2.0 * head_params
+                    * lt.val_tokens_seen)
+        if keep is not None and refit and keep.best_epoch >= 0:
+            best_epochs = keep.best_epoch + 1
+            logger.info("refit on all %d labelled pixels for %d epochs", len(data), best_epochs)
+            model.head.load_state_dict(initial)
+            model.head.fit_standardisation(features)
+            lt = _make_head_task(model.head, loss_fn, lr, weight_decay)
+            dm = SeriesDataModule(TensorDataset(features, y_tensor), None,
+                                  batch_size=batch_size, seed=seed)
+            _fit(lt, dm, out_dir, epochs=best_epochs, seed=seed, progress=progress,
+                 trainer_overrides=trainer_overrides, checkpoint_every_epoch=False)
+            account.add(0, 6.0 * head_params * lt.tokens_seen)
+            keep = None  # the refitted head is the final one
     else:
         if mode == "lora":
             from eokit.core.adapters import apply_lora
@@ -380,13 +551,26 @@ def finetune(
             model.backbone = apply_lora(  # type: ignore[assignment]
                 backbone, list(LORA_TARGETS), r=lora_rank, alpha=2 * lora_rank)
             model.head.requires_grad_(True)
-        dataset = SeriesDataset(data, y_tensor.numpy())
+        # Standardise the head's inputs with the (initial) features of the training pixels.
+        train_data = data.subset(train_idx)
+        model.head.fit_standardisation(_features(model, train_data, 1024))
+        account.add(len(train_data) * data.n_dates, fwd * len(train_data) * data.n_dates)
+        y_np = y_tensor.numpy()
         lt = _make_full_task(model, loss_fn, lr, weight_decay)
-        dm = SeriesDataModule(dataset, None, batch_size=batch_size, seed=seed)
+        keep = KeepBest(model, patience) if val_idx.size else None
+        dm = SeriesDataModule(SeriesDataset(train_data, y_np[train_idx]),
+                              SeriesDataset(data.subset(val_idx), y_np[val_idx]) if keep
+                              else None, batch_size=batch_size, seed=seed)
         _fit(lt, dm, out_dir, epochs=epochs, seed=seed, progress=progress,
-             trainer_overrides=trainer_overrides)
+             trainer_overrides=trainer_overrides, callbacks=[keep] if keep else None)
         # Backward through the backbone costs about twice its forward, trainable or not.
-        account.add(lt.tokens_seen, (3.0 * fwd + 6.0 * head_params) * lt.tokens_seen)
+        account.add(lt.tokens_seen + lt.val_tokens_seen,
+                    (3.0 * fwd + 6.0 * head_params) * lt.tokens_seen
+                    + (fwd + 2.0 * head_params) * lt.val_tokens_seen)
+    if keep is not None:
+        keep.restore()
+        logger.info("early stopping: best validation loss %.4f at epoch %d", keep.best,
+                    keep.best_epoch)
     account.seconds = time.perf_counter() - start
     logger.info("%s: %d pixels, %.3g tokens, %.3g FLOPs, %.1f s", account.phase, account.pixels,
                 account.tokens, account.flops, account.seconds)
@@ -493,25 +677,40 @@ def forest_change_dates(
     threshold: float = 0.5,
     persistence: int = 2,
     warmup: int = 0,
+    smooth: int = 1,
+    hysteresis: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """First date each pixel becomes forest and first date it stops being forest.
 
-    The forest state is read at valid dates only; a change counts when ``persistence``
-    consecutive valid dates agree, and it is dated at the first of them. The state before index
-    ``warmup`` (short causal prefix) only sets the initial state.
+    The forest probability is read at valid dates only, optionally smoothed by a running median
+    over ``smooth`` valid dates centred on each date (maps are made after the fact, so the
+    smoothing may look ahead; a centred median keeps a step where it is). The state switches to
+    forest when the probability reaches ``threshold + hysteresis`` and back to non-forest when it
+    falls below ``threshold - hysteresis`` (a band against flicker); a change counts when
+    ``persistence`` consecutive valid dates agree, and it is dated at the first of them. The
+    state before index ``warmup`` (short causal prefix) only sets the initial state.
 
     Args:
         forest_probability: (N, T) probability of forest per date (NaN allowed).
         valid: (N, T) bool.
-        threshold: Forest when probability >= threshold.
+        threshold: Forest when probability >= threshold (centre of the hysteresis band).
         persistence: Consecutive valid dates needed to confirm a change.
         warmup: Dates at the start where no change is recorded.
+        smooth: Window (valid dates, odd) of the centred running median; 1 = none.
+        hysteresis: Half-width of the band around ``threshold``.
 
     Returns:
         (becomes_forest (N,), stops_forest (N,)) date indices, -1 where no such change.
     """
-    prob = np.nan_to_num(np.asarray(forest_probability, dtype=np.float32), nan=0.0)
+    if smooth < 1:
+        raise InputError(f"must be >= 1, got {smooth}", parameter="smooth")
+    if not 0 <= hysteresis < min(threshold, 1 - threshold) + 1e-9:
+        raise InputError(f"must be in [0, {min(threshold, 1 - threshold)}), got {hysteresis}",
+                         parameter="hysteresis")
     valid = np.asarray(valid, dtype=bool)
+    prob = np.nan_to_num(np.asarray(forest_probability, dtype=np.float32), nan=0.0)
+    if smooth > 1:
+        prob = smooth_valid(prob, valid, smooth)
     n, t = prob.shape
     state = np.full(n, -1, dtype=np.int8)  # -1 unknown, 0 non-forest, 1 forest
     run = np.zeros(n, dtype=np.int32)
@@ -523,6 +722,10 @@ def forest_change_dates(
         now = (prob[:, k] >= threshold).astype(np.int8)
         unknown = seen & (state < 0)
         state[unknown] = now[unknown]
+        if hysteresis > 0:
+            # Inside the band the pixel keeps its current state.
+            inside = np.abs(prob[:, k] - threshold) < hysteresis
+            now = np.where(inside & (state >= 0), state, now).astype(np.int8)
         differs = seen & (state >= 0) & (now != state) & ~unknown
         same = seen & (now == state) & ~unknown
         run[same] = 0
@@ -542,3 +745,32 @@ def forest_change_dates(
         state[confirmed] = now[confirmed]
         run[confirmed] = 0
     return becomes, stops
+
+
+def smooth_valid(values: np.ndarray, valid: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median of (N, T) ``values`` over each row's valid dates.
+
+    Invalid dates keep their value; near the ends the window is truncated.
+
+    Args:
+        values: (N, T) float.
+        valid: (N, T) bool.
+        window: Number of valid dates in the window.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    n, t = values.shape
+    half = window // 2
+    # Pack each row's valid values to the left (stable order), NaN after them.
+    order = np.argsort(~valid, axis=1, kind="stable")
+    packed = np.take_along_axis(np.where(valid, values, np.nan), order, axis=1)
+    padded = np.pad(packed, ((0, 0), (half, half)), constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows past the last valid
+        smoothed = np.nanmedian(windows, axis=-1)
+    out = values.copy()
+    rows = np.repeat(np.arange(n), t).reshape(n, t)
+    back = np.where(valid, smoothed[rows, np.argsort(order, axis=1)], values)
+    out[:] = back
+    return out
+
