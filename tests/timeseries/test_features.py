@@ -157,3 +157,33 @@ def test_smoothing_and_hysteresis_remove_flicker_but_keep_the_change_date():
     assert becomes.tolist() == [-1, -1]
     with pytest.raises(InputError, match="hysteresis"):
         forest_change_dates(prob, valid, hysteresis=0.6)
+
+
+def test_forecast_residuals_compare_each_date_with_the_previous_prediction():
+    scaled = torch.tensor([[[1.0], [2.0], [4.0], [8.0]]])
+    predicted = torch.tensor([[[2.0], [3.0], [9.0], [0.0]]])  # made at t for t + 1
+    valid = torch.tensor([[True, True, False, True]])
+    config = HeadFeatureConfig(residuals=True, memory=None)
+    hidden = torch.zeros(1, 4, 2)
+    out = head_features(hidden, scaled, valid, torch.arange(1.0, 5.0)[None], config, predicted)
+    assert out.shape[-1] == config.n_features(2, 1)
+    residual, running = out[0, :, -2], out[0, :, -1]
+    # t=0: nothing predicted it; t=2 invalid; t=3: 8 - 9.
+    assert residual.tolist() == [0.0, 0.0, 0.0, -1.0]
+    assert running.tolist() == pytest.approx([0.0, 0.0, 0.0, -1.0 / 3.0])
+    with pytest.raises(InputError, match="predicted"):
+        head_features(hidden, scaled, valid, torch.arange(1.0, 5.0)[None], config)
+
+
+def test_finetuned_model_with_residual_features_round_trips(tmp_path):
+    data = _series(n=16)
+    backbone = PixelSeriesTransformer(SeriesModelConfig.from_size("tiny", 2, max_len=16))
+    backbone.set_scaling(data.series, data.valid)
+    backbone.eval()
+    model, _ = finetune(backbone, data, data.targets, tmp_path / "ft", class_names=["a", "b"],
+                        residuals=True, epochs=2, batch_size=8, val_fraction=0.0,
+                        progress=False)
+    loaded, _ = load_model(save_model(model, tmp_path / "m.safetensors"))
+    assert isinstance(loaded, FineTunedSeriesModel) and loaded.feature_config.residuals
+    np.testing.assert_allclose(predict_series(loaded, data), predict_series(model, data),
+                               atol=1e-6)

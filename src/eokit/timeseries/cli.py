@@ -73,6 +73,9 @@ def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--max-pixels", type=int, default=None, help="Random subset of pixels.")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Random temporal crops and dropped dates per batch (keeps the model from "
+                   "using a token's position as the pretraining scene's calendar).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="YAML with model (class_path/init_args), pretrain and trainer sections.")
 @click.option("--seed", default=0, show_default=True)
@@ -80,7 +83,7 @@ def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
 def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
              features: str | None, valid_mask: str | None, invalid_mask: str | None,
              model_size: str, epochs: int, batch_size: int, lr: float, max_pixels: int | None,
-             config_path: Path | None, seed: int) -> None:
+             augment: bool, config_path: Path | None, seed: int) -> None:
     """Pretrain a backbone by next-token prediction on INPUT_PATH's unlabelled series.
 
     Writes OUT/backbone.safetensors (weights, config, band scaling, compute account).
@@ -107,10 +110,11 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
         epochs = from_config("epochs", epochs)
         batch_size = from_config("batch_size", batch_size)
         lr = from_config("lr", lr)
+        augment = from_config("augment", augment)
         overrides = {**(spec.get("trainer") or {}), **overrides}
     backbone, account = run_pretrain(data, out_dir, size=model_size, config=config,
                                      epochs=epochs, batch_size=batch_size, lr=lr,
-                                     max_pixels=max_pixels, seed=seed,
+                                     max_pixels=max_pixels, augment=augment, seed=seed,
                                      trainer_overrides=overrides)
     path = save_model(backbone, out_dir / "backbone.safetensors",
                       extra={"compute": {"pretraining": account.as_dict()},

@@ -64,7 +64,9 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
             subset = data.subset(labelled)
             model, fine = finetune(backbone, subset, data.targets[labelled], Path(work) / "ft",
                                    class_names=list(CANOPY_CLASSES), epochs=15 if quick else 40,
-                                   batch_size=32, seed=seed, progress=False)
+                                   batch_size=32, seed=seed, progress=False,
+                                   # ~30 labelled pixels in quick mode: too few to hold out.
+                                   val_fraction=0.0 if quick else 0.2)
         compute = compute_summary(pre, fine)
         save_model(backbone, folder / "backbone.safetensors",
                    extra={"compute": {"pretraining": pre.as_dict()}})
@@ -78,7 +80,8 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
                      band_names=list(CANOPY_CLASSES))
         forest = probs[:, :, 1] + probs[:, :, 2]
         warm = int(np.searchsorted(data.dates, data.dates[0] + np.timedelta64(120, "D")))
-        becomes, stops = forest_change_dates(forest, data.valid, warmup=warm)
+        becomes, stops = forest_change_dates(forest, data.valid, warmup=warm, smooth=5,
+                                             hysteresis=0.1)
         for name, index in (("becomes_forest", becomes), ("stops_forest", stops)):
             write_raster(folder / f"{name}.tif", date_code(data.dates, index).reshape(1, h, w),
                          data.grid, nodata=DATE_NODATA, dtype="int32", cog=True)

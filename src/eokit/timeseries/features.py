@@ -38,12 +38,17 @@ class HeadFeatureConfig:
             mean of all valid dates so far).
         input_lags: Number of lagged input tokens (0: none).
         lag_days: Spacing of the lags in days.
+        residuals: Add the backbone's forecast residual at t (scaled observation minus its
+            next-date prediction made at t - 1; 0 where invalid) and its moving average: an
+            observation the pretrained model did not expect (a clear-cut, a planting) stands
+            out even when the season makes it look like the pixel's past.
     """
 
     pooling: str = "mean"
     memory: float | None = None
     input_lags: int = 0
     lag_days: float = 30.0
+    residuals: bool = False
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -60,7 +65,7 @@ class HeadFeatureConfig:
         """Width of the feature vector for a backbone of width ``d_model``."""
         prefix = (2 if self.pooling == "mean" else 5) * d_model
         lagged = self.input_lags * (in_bands + 1) + 2 if self.input_lags else 0
-        return prefix + lagged
+        return prefix + lagged + (2 * in_bands if self.residuals else 0)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON metadata)."""
@@ -69,8 +74,8 @@ class HeadFeatureConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> HeadFeatureConfig:
         """Inverse of :meth:`as_dict` (unknown keys ignored)."""
-        known = {k: values[k] for k in ("pooling", "memory", "input_lags", "lag_days")
-                 if k in values}
+        known = {k: values[k] for k in ("pooling", "memory", "input_lags", "lag_days",
+                                        "residuals") if k in values}
         return cls(**known)
 
 
@@ -134,8 +139,17 @@ def lagged_inputs(scaled: torch.Tensor, valid: torch.Tensor, doy: torch.Tensor, 
     return torch.cat(blocks, dim=-1)
 
 
+def forecast_residuals(scaled: torch.Tensor, predicted: torch.Tensor, valid: torch.Tensor
+                       ) -> torch.Tensor:
+    """(B, T, C) scaled observation at t minus the prediction made at t - 1 (0 if invalid)."""
+    residual = scaled[:, 1:] - predicted[:, :-1]
+    residual = torch.cat((torch.zeros_like(scaled[:, :1]), residual), dim=1)
+    return torch.where(valid[..., None], residual, 0.0)
+
+
 def head_features(hidden: torch.Tensor, scaled: torch.Tensor, valid: torch.Tensor,
-                  doy: torch.Tensor, config: HeadFeatureConfig) -> torch.Tensor:
+                  doy: torch.Tensor, config: HeadFeatureConfig,
+                  predicted: torch.Tensor | None = None) -> torch.Tensor:
     """Per-date features (B, T, F) for the head (see the module docstring).
 
     Args:
@@ -144,6 +158,8 @@ def head_features(hidden: torch.Tensor, scaled: torch.Tensor, valid: torch.Tenso
         valid: (B, T) bool.
         doy: (B, T) day of year.
         config: Which features.
+        predicted: (B, T, C) the backbone's scaled next-date prediction at every date (needed
+            when ``config.residuals``).
     """
     if config.memory is None:
         weight = valid[..., None].to(hidden.dtype)
@@ -158,4 +174,15 @@ def head_features(hidden: torch.Tensor, scaled: torch.Tensor, valid: torch.Tenso
                                    n_lags=config.input_lags, lag_days=config.lag_days))
         angle = 2.0 * math.pi * doy.to(hidden.dtype) / 365.25
         parts.extend((torch.sin(angle)[..., None], torch.cos(angle)[..., None]))
+    if config.residuals:
+        if predicted is None:
+            raise InputError("residual features need the backbone's predictions",
+                             parameter="predicted")
+        residual = forecast_residuals(scaled.to(hidden.dtype), predicted, valid)
+        if config.memory is None:
+            weight = valid[..., None].to(hidden.dtype)
+            recent = residual.cumsum(1) / weight.cumsum(1).clamp_min(1.0)
+        else:
+            recent = moving_average(residual, valid, config.memory)
+        parts.extend((residual, recent))
     return torch.cat(parts, dim=-1)

@@ -102,6 +102,8 @@ def write_maps(
     forest_classes: Sequence[str] | None = None,
     rows_per_block: int = 64,
     persistence: int = 2,
+    smooth: int = 5,
+    hysteresis: float = 0.1,
     keep_preview: bool = True,
     progress: bool = True,
 ) -> MapResult:
@@ -116,6 +118,8 @@ def write_maps(
         forest_classes: Class names counted as forest for the change maps.
         rows_per_block: Rows read and predicted at a time (memory bound).
         persistence: Consecutive valid dates confirming a forest change.
+        smooth: Centred running median (valid dates) of the forest probability before dating.
+        hysteresis: Half-width of the band around 0.5 in which the forest state is kept.
         keep_preview: Keep the maps in memory for the report (small scenes).
         progress: Progress bar over row blocks.
 
@@ -182,7 +186,8 @@ def write_maps(
                 forest_prob = probs[:, :, forest].sum(-1)
                 becomes, stops = forest_change_dates(forest_prob, block.valid,
                                                      persistence=persistence,
-                                                     warmup=_warmup_index(block.dates))
+                                                     warmup=_warmup_index(block.dates),
+                                                     smooth=smooth, hysteresis=hysteresis)
                 block_dates = reader.dates
                 becomes_all[row:row + rows] = becomes.reshape(rows, width)
                 stops_all[row:row + rows] = stops.reshape(rows, width)

@@ -406,6 +406,7 @@ def finetune(
     input_lags: int = 12,
     lag_days: float = 30.0,
     dropout: float = 0.1,
+    residuals: bool = False,
     lora_rank: int = 4,
     label_dates: str = "all",
     balance_classes: bool = True,
@@ -441,6 +442,7 @@ def finetune(
             :mod:`eokit.timeseries.features`.
         lag_days: Spacing of the input lags in days.
         dropout: Head dropout.
+        residuals: Give the head the backbone's forecast residuals and their moving average.
         lora_rank: LoRA rank (``mode="lora"``).
         label_dates: Static class labels supervise ``"all"`` dates or only the ``"last"``.
         balance_classes: Inverse-frequency class weights in the loss.
@@ -479,7 +481,7 @@ def finetune(
         check_labels(targets, class_names, source="targets")
         head_options: dict[str, Any] = {"memory": memory, "pooling": pooling,
                                         "input_lags": input_lags, "lag_days": lag_days,
-                                        "dropout": dropout}
+                                        "dropout": dropout, "residuals": residuals}
         y = per_date_targets(targets, data.n_dates, label_dates=label_dates)
         model = FineTunedSeriesModel(backbone, len(class_names), task=task,
                                      class_names=list(class_names), hidden=hidden,
@@ -493,7 +495,7 @@ def finetune(
         y_tensor = torch.as_tensor(y)
     elif task == "regression":
         head_options = {"memory": memory, "pooling": pooling, "input_lags": input_lags,
-                        "lag_days": lag_days, "dropout": dropout}
+                        "lag_days": lag_days, "dropout": dropout, "residuals": residuals}
         values = targets.astype(np.float32)
         if values.ndim != 1 or not np.isfinite(values).all():
             raise InputError("regression targets must be (N,) finite values", parameter="targets")
