@@ -140,6 +140,9 @@ def test_separately_adapted_datasets_stack_on_one_base(tmp_path):
     assert len(stacked.state_dict()) == before and stacked.num_domains == 4
     assert load_domain_adapter(stacked, paths["new_a"], name="new_a2") == "new_a2"
     assert torch.allclose(stacked(x, y, domain="new_a2"), outputs["new_a"], atol=1e-6)
+    load_domain_adapter(stacked, paths["new_b"], name="new_a2", replace=True)  # overwrite
+    assert stacked.num_domains == 5
+    assert torch.allclose(stacked(x, y, domain="new_a2"), outputs["new_b"], atol=1e-6)
     # an adapter of another base is refused before anything is added
     other = build_canet(DOMAINS, in_channels=6)
     with pytest.raises(InputError, match="another base model") as error:
