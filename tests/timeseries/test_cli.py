@@ -28,6 +28,7 @@ def test_cli_pipeline(tmp_path, run_cli):
                              str(run / "backbone.safetensors"), "--labels",
                              str(sim / "canopy_last.tif"), "--classes", "none,conifer,broadleaf",
                              "--label-fraction", "0.1", "--epochs", "2", "--memory", "4",
+                             "--residuals", "--input-lags", "6",
                              "--out", str(run / "ft"),
                              "--trainer.enable_progress_bar", "false"])
     assert code == 0, err
@@ -39,6 +40,7 @@ def test_cli_pipeline(tmp_path, run_cli):
     model, meta = load_model(run / "ft" / "model.safetensors")
     assert meta["compute"]["flops_ratio"] > 0
     assert model.memory == 4
+    assert model.feature_config.residuals and model.feature_config.input_lags == 6
     assert meta["compute"]["pretraining"]["tokens"] > meta["compute"]["finetuning"]["tokens"]
     maps = tmp_path / "maps"
     code, out, err = run_cli(["timeseries", "predict", str(sim / "stack"), "--model",

@@ -148,6 +148,9 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.option("--input-lags", default=12, show_default=True,
               help="Lagged scaled input observations given to the head (0: none).")
 @click.option("--lag-days", default=30.0, show_default=True, help="Spacing of the input lags.")
+@click.option("--residuals", is_flag=True,
+              help="Also give the head the backbone's forecast residuals (unexpected "
+                   "observations such as clear-cuts).")
 @click.option("--val-fraction", default=0.2, show_default=True,
               help="Labelled pixels held out (whole 16 px blocks for rasters) for early "
                    "stopping; 0 trains for --epochs.")
@@ -159,8 +162,9 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: str | None,
              classes: str, label_map: str | None, task: str, label_fraction: float, mode: str,
              memory: float | None, pooling: str, input_lags: int, lag_days: float,
-             val_fraction: float, epochs: int, out_dir: Path, layout: str, features: str | None,
-             valid_mask: str | None, invalid_mask: str | None, seed: int) -> None:
+             residuals: bool, val_fraction: float, epochs: int, out_dir: Path, layout: str,
+             features: str | None, valid_mask: str | None, invalid_mask: str | None,
+             seed: int) -> None:
     """Fine-tune a pretrained backbone on a few labelled pixels (frozen backbone + MLP head).
 
     Writes OUT/model.safetensors with the compute account of pretraining and fine-tuning.
@@ -231,7 +235,7 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
         backbone, subset, targets[chosen], out_dir, task=task,
         class_names=class_names if task == "classification" else None, mode=mode,
         memory=memory, pooling=pooling, input_lags=input_lags, lag_days=lag_days,
-        val_fraction=val_fraction, val_groups=groups, epochs=epochs, seed=seed,
+        residuals=residuals, val_fraction=val_fraction, val_groups=groups, epochs=epochs, seed=seed,
         trainer_overrides=overrides)
     pre = (meta.get("compute") or {}).get("pretraining")
     summary = compute_summary(pre, account)
