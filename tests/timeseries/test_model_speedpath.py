@@ -178,6 +178,20 @@ def test_bfloat16_embeddings_and_class_predictions_agree_with_float32():
     assert torch.equal(classifier.predict(series, doy, valid), probs32)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64])
+def test_models_cast_to_another_dtype_still_run_without_gradients(dtype):
+    # (bfloat16 inference goes through dtype="bfloat16" autocast, not a cast model.)
+    model = _model("small")
+    series, doy, valid = _batch()
+    with torch.no_grad():
+        expected = _reference_hidden(model, series, doy, valid)
+        model.to(dtype)
+        hidden = model(series.to(dtype), doy, valid)
+    assert hidden.dtype == torch.promote_types(dtype, torch.float32)
+    tolerance = 1e-5 if dtype == torch.float64 else 0.1
+    assert (hidden.float() - expected).abs().max() < tolerance
+
+
 def test_checkpoint_key_names_are_unchanged(tmp_path):
     from safetensors.torch import load_file
 

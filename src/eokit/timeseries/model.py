@@ -161,25 +161,27 @@ def _small_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     the softmax runs over a non-innermost axis, vectorised across queries (several times faster
     than a softmax over rows of a few dozen values), and always in float32 (attention is a small
     share of the FLOPs; bfloat16 softmax is slower on CPU). ``mask``: (B, 1, T, T) bool
-    (True = may attend), or None for the plain causal mask. Returns float32.
+    (True = may attend), or None for the plain causal mask. Returns the dtype of ``q``.
     """
     batch, heads, length, width = q.shape
     rows = batch * heads
+    work = torch.promote_types(q.dtype, torch.float32)
     with torch.autocast(q.device.type, enabled=False):
         if mask is None:
-            bias = torch.full((length, length), float("-inf"), device=q.device)
+            bias = torch.full((length, length), float("-inf"), dtype=work, device=q.device)
             bias = bias.tril(-1).expand(rows, length, length)  # [key, query]: key > query
         else:
-            bias = torch.zeros(mask.shape, device=q.device).masked_fill_(~mask, float("-inf"))
+            bias = torch.zeros(mask.shape, dtype=work, device=q.device).masked_fill_(
+                ~mask, float("-inf"))
             bias = bias.transpose(-1, -2).expand(batch, heads, length, length).reshape(
                 rows, length, length)
         scores = torch.baddbmm(
-            bias, k.reshape(rows, length, width).float(),
-            q.reshape(rows, length, width).float().transpose(1, 2), alpha=width ** -0.5,
+            bias, k.reshape(rows, length, width).to(work),
+            q.reshape(rows, length, width).to(work).transpose(1, 2), alpha=width ** -0.5,
         )
         probabilities = scores.softmax(1).transpose(1, 2)
-        out = torch.bmm(probabilities, v.reshape(rows, length, width).float())
-    return out.view(batch, heads, length, width)
+        out = torch.bmm(probabilities, v.reshape(rows, length, width).to(work))
+    return out.view(batch, heads, length, width).to(q.dtype)
 
 
 class CausalSelfAttention(nn.Module):
@@ -423,7 +425,8 @@ class PixelSeriesTransformer(nn.Module):
             for block in self.blocks:
                 x = block(x, mask)
             hidden: torch.Tensor = self.ln_f(x)
-        return hidden.float()
+        # Autocast output back to float32; float32/float64 weights keep their dtype.
+        return hidden.to(torch.promote_types(hidden.dtype, torch.float32))
 
     def predict_next(
         self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor,
