@@ -262,10 +262,12 @@ def prepare_adapt(
 ) -> dict[str, Any]:
     """Get ``model`` ready to learn ``domain`` alone: add it if new, freeze everything else.
 
-    Trainable: the dataset's adapters, ICMs, head and BN affine parameters. With
-    ``encoder_bn_affine=False`` only the decoder BNs train their affine parameters while the
-    encoder and fusion BNs only re-estimate their per-dataset statistics (train mode): then no
-    gradient flows through the encoder, so a step is cheaper, at some cost in quality (see
+    Trainable (``placement``, see ``CANet.domain_parameter_patterns``): ``"all"`` (default) the
+    dataset's adapters, ICMs, head and BN affine parameters; ``"decoder"`` (same as
+    ``encoder_bn_affine=False``) all but the encoder/fusion BN affine parameters; ``"finest"``
+    the finest adapter, ICM, last BN of that block and the head. BNs of the dataset whose
+    affine is frozen still re-estimate their statistics (AdaBN), with no gradient through the
+    layers before them: cheaper steps, at some cost in quality with many labels (measured in
     ``benchmarks/change_domains.py``). With ``icm_output`` (and an ICM model) the new
     dataset's change probability is also multiplied by its finest ICM, so it can veto change
     types the shared model finds but this dataset does not label.
