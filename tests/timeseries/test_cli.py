@@ -58,6 +58,13 @@ def test_cli_pipeline(tmp_path, run_cli):
     ok = probs[0] >= 0
     assert np.allclose(probs[:, ok].sum(0), 1.0, atol=1e-4)
     assert (maps / "becomes_forest.tif").is_file() and (maps / "stops_forest.tif").is_file()
+    half = tmp_path / "maps_bf16"
+    code, out, err = run_cli(["timeseries", "predict", str(sim / "stack"), "--model",
+                             str(run / "ft" / "model.safetensors"), "--out", str(half),
+                             "--dates", "2019-06-30", "--dtype", "bfloat16"])
+    assert code == 0, err
+    with rasterio.open(half / f"probability_{june}.tif") as src:
+        assert np.abs(src.read()[:, ok] - probs[:, ok]).max() < 0.05
     html = (maps / "report.html").read_text()
     assert "ROC" in html and "Forecast" in html
     fc = tmp_path / "fc"

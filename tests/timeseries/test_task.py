@@ -138,6 +138,13 @@ def test_forecast_and_embed_series(pretrained):
     emb = embed_series(backbone, data)
     assert emb.shape == (len(data), backbone.config.d_model)
     assert np.isnan(emb[-1]).all() and np.isfinite(emb[:-1]).all()
+    # Two single-threaded streams give the same float32 embeddings; bfloat16 stays close to them.
+    two = embed_series(backbone, data, workers=2, batch_size=7)
+    np.testing.assert_allclose(two[:-1], emb[:-1], atol=1e-5)
+    half = embed_series(backbone, data, dtype="bfloat16")
+    norms = np.linalg.norm(half[:-1], axis=1) * np.linalg.norm(emb[:-1], axis=1)
+    cos = (half[:-1] * emb[:-1]).sum(1) / norms
+    assert cos.min() > 0.99 and np.isnan(half[-1]).all()
 
 
 def test_forest_change_dates():

@@ -250,6 +250,11 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
                + f" -> {path}")
 
 
+_dtype_option = click.option(
+    "--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+    help="Backbone compute dtype (bfloat16: faster on CPUs with bf16 units; ~1e-4 cosine error).")
+
+
 @timeseries.command()
 @click.argument("input_path", type=click.Path(path_type=Path))
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True)
@@ -263,10 +268,11 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
 @click.option("--forest-classes", default=None,
               help="Classes counted as forest for the change maps (default: forest-like names).")
 @click.option("--rows-per-block", default=64, show_default=True)
+@_dtype_option
 @_eopatch_options
 def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None,
             multiband: bool, labels: Path | None, label_map: str | None,
-            forest_classes: str | None, rows_per_block: int, layout: str,
+            forest_classes: str | None, rows_per_block: int, dtype: str, layout: str,
             features: str | None, valid_mask: str | None, invalid_mask: str | None) -> None:
     """Map class probabilities at several dates, first/last forest dates, and write a report."""
     from eokit.core.errors import InputError
@@ -277,6 +283,7 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
     model, meta = load_model(model_path)
     if not isinstance(model, FineTunedSeriesModel):
         raise InputError("is a backbone; predict needs a fine-tuned model", path=model_path)
+    model.backbone.set_compute_dtype(dtype)
     from eokit.timeseries.data import detect_layout
 
     if (detect_layout(input_path) if layout == "auto" else layout) == "presto":
@@ -307,9 +314,10 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
 @click.option("--step-days", type=float, default=None,
               help="Days between future dates (default: median revisit).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@_dtype_option
 @_eopatch_options
 def forecast(input_path: Path, model_path: Path, steps: int, step_days: float | None,
-             out_dir: Path, layout: str, features: str | None, valid_mask: str | None,
+             out_dir: Path, dtype: str, layout: str, features: str | None, valid_mask: str | None,
              invalid_mask: str | None) -> None:
     """Forecast future observations of every pixel (COG per future date, CSV, plot)."""
     from eokit.timeseries.model import FineTunedSeriesModel, load_model
@@ -317,6 +325,7 @@ def forecast(input_path: Path, model_path: Path, steps: int, step_days: float | 
 
     model, _ = load_model(model_path)
     backbone = model.backbone if isinstance(model, FineTunedSeriesModel) else model
+    backbone.set_compute_dtype(dtype)
     data = _read(input_path, layout, _reader_options(features, valid_mask, invalid_mask))
     files = write_forecast(backbone, data, out_dir, steps, step_days=step_days)
     for name, file in files.items():

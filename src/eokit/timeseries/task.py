@@ -620,12 +620,15 @@ def predict_series(model: FineTunedSeriesModel, data: SeriesData, *, batch_size:
 
 @torch.no_grad()
 def embed_series(backbone: PixelSeriesTransformer, data: SeriesData, *, batch_size: int = 4096,
-                 progress: bool = False) -> np.ndarray:
-    """(N, D) pixel embeddings (NaN rows for pixels without a valid observation)."""
+                 progress: bool = False, dtype: str | None = None, workers: int = 1) -> np.ndarray:
+    """(N, D) pixel embeddings (NaN rows for pixels without a valid observation).
+
+    ``dtype="bfloat16"`` and ``workers`` are passed to :meth:`PixelSeriesTransformer.embed`.
+    """
     _check_bands(backbone, data)
     series, doy, valid = data.tensors()
     parts = [backbone.embed(series[i:i + batch_size], doy[i:i + batch_size],
-                            valid[i:i + batch_size]).numpy()
+                            valid[i:i + batch_size], dtype=dtype, workers=workers).numpy()
              for i in _batches(len(data), batch_size, progress, "embed")]
     out = np.concatenate(parts)
     out[~data.has_observation] = np.nan
