@@ -119,8 +119,9 @@ def test_icm_on_output_can_suppress_change():
     assert closed.max() < 1e-6 < open_probability
 
 
-def test_domain_parameter_share_is_small():
-    model = build_canet(DOMAINS, in_channels=6)
+@pytest.mark.parametrize("lora_rank", [0, 8])
+def test_domain_parameter_share_is_small(lora_rank):
+    model = build_canet(DOMAINS, in_channels=6, lora_rank=lora_rank)
     total = sum(p.numel() for p in model.parameters())
     own = dict(model.named_parameters())
     share = sum(own[n].numel() for n in model.domain_parameter_names("c")) / total
@@ -134,5 +135,7 @@ def test_bad_arguments():
         build_canet(["a", "a"], in_channels=3)
     with pytest.raises(InputError):
         build_canet(["a"], architecture="nope")
+    with pytest.raises(InputError, match="lora_rank"):
+        build_canet(["a"], lora_rank=-1)
     with pytest.raises(InputError):
         CANet(SiameseUNet(3), ["a"], adapter_points=["missing.block"])

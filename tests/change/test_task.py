@@ -54,14 +54,18 @@ def test_change_metrics_from_confusion_matrix():
     assert metrics["oa"] == pytest.approx(5 / 8)
 
 
-def test_adapt_trains_only_the_new_domain_and_round_trips(tmp_path):
-    model = build_canet(DOMAINS, in_channels=6)
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_adapt_trains_only_the_new_domain_and_round_trips(tmp_path, lora_rank):
+    model = build_canet(DOMAINS, in_channels=6, lora_rank=lora_rank)
     train_steps(model, _loader(0, DOMAINS[0]), steps=2)
     shared_path = save_model(model, tmp_path / "model.safetensors")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = prepare_adapt(model, "sim_new")
     assert 0 < report["percent"] < 8.0
     assert report["groups"]["adapters"]["trainable"] > 0
+    loras = [n for n, p in model.named_parameters() if ".loras." in n and p.requires_grad]
+    assert bool(loras) == bool(lora_rank)
+    assert all(".loras.2." in n for n in loras)  # only the new dataset's low-rank updates
     train_steps(model, _loader(2, "sim_new"), steps=2, lr=1e-2)
     after = model.state_dict()
     for key, value in before.items():
@@ -109,8 +113,9 @@ def test_evaluate_matches_manual_confusion():
     assert metrics["pixels"] == 2 * 32 * 32
 
 
-def test_separately_adapted_datasets_stack_on_one_base(tmp_path):
-    model = build_canet(DOMAINS, in_channels=6)
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_separately_adapted_datasets_stack_on_one_base(tmp_path, lora_rank):
+    model = build_canet(DOMAINS, in_channels=6, lora_rank=lora_rank)
     train_steps(model, _loader(0, DOMAINS[0]), steps=1)
     shared_path = save_model(model, tmp_path / "model.safetensors")
     outputs, paths = {}, {}
@@ -144,7 +149,7 @@ def test_separately_adapted_datasets_stack_on_one_base(tmp_path):
     assert stacked.num_domains == 5
     assert torch.allclose(stacked(x, y, domain="new_a2"), outputs["new_b"], atol=1e-6)
     # an adapter of another base is refused before anything is added
-    other = build_canet(DOMAINS, in_channels=6)
+    other = build_canet(DOMAINS, in_channels=6, lora_rank=lora_rank)
     with pytest.raises(InputError, match="another base model") as error:
         load_domain_adapter(other, paths["new_a"])
     assert "\n" not in str(error.value) and other.num_domains == 2

@@ -121,6 +121,8 @@ class SiameseTimmUNet(nn.Module):
 
     #: Names of the modules CANet adapts by default (the decoder scales) and the head.
     adapter_points: tuple[str, ...]
+    #: Where ``CANet(lora_rank=r)`` puts per-dataset LoRA: every conv after the encoder.
+    lora_points = ("fusions", "input_fusion", "decoder")
     head_name = "head"
 
     def __init__(
@@ -311,6 +313,51 @@ class DomainAdapterBlock(nn.Module):
         return out + delta
 
 
+class LoRAConv(nn.Module):
+    """Low-rank residual of a convolution: ``up(down(x))``, ``down`` with the conv's geometry.
+
+    ``up`` starts at zero, so the wrapped convolution's output is unchanged at first.
+    """
+
+    def __init__(self, conv: nn.Conv2d, rank: int) -> None:
+        super().__init__()
+        geometry: dict[str, Any] = {"kernel_size": conv.kernel_size, "stride": conv.stride,
+                                    "padding": conv.padding, "dilation": conv.dilation}
+        self.down = nn.Conv2d(conv.in_channels, rank, bias=False, **geometry)
+        self.up = nn.Conv2d(rank, conv.out_channels, 1, bias=False)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, h, w) -> the low-rank update (B, C_out, h', w')."""
+        out: torch.Tensor = self.up(self.down(x))
+        return out
+
+
+class DomainLoRAConv(nn.Module):
+    """A shared convolution plus one LoRA update per domain: ``conv(x) + lora_d(x)``.
+
+    The shared weight stays as it is (frozen while adapting); a dataset owns only its
+    rank-``r`` update, so separately adapted datasets still stack onto one shared model.
+    """
+
+    def __init__(self, conv: nn.Conv2d, num_domains: int, rank: int) -> None:
+        super().__init__()
+        if conv.groups != 1:
+            raise InputError("LoRA needs convolutions without groups", parameter="lora_rank")
+        self.conv = conv
+        self.loras = nn.ModuleList(LoRAConv(conv, rank) for _ in range(num_domains))
+        self.domain = 0
+
+    def add_domain(self, source: int) -> None:
+        """Append a domain initialised as a copy of domain ``source``'s update."""
+        self.loras.append(copy.deepcopy(self.loras[source]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Shared convolution plus the active domain's low-rank update."""
+        out: torch.Tensor = self.conv(x) + self.loras[self.domain](x)
+        return out
+
+
 class DomainHead(nn.Module):
     """One copy of the base model's head per domain."""
 
@@ -355,6 +402,11 @@ class CANet(nn.Module):
             gating the adapters only did not. Datasets added later by ``adapt`` switch it on for
             themselves (``output_gated``), where the shared features are already trained.
         domain_bn: One BN per dataset (False = shared BN).
+        lora_rank: Give every dataset a rank-``r`` LoRA update of each convolution under
+            ``base.lora_points`` (default: the adapted blocks; ``SiameseTimmUNet``: the fusions
+            and the decoder). 0 = none. With frozen shared convolutions a dataset's adapters
+            alone could not re-shape the decoder features; the low-rank updates can, at a few
+            per cent of the parameters (results in ``docs/change.md``).
         base_config: Constructor arguments of ``base`` (recorded in checkpoints).
 
     Shapes:
@@ -373,6 +425,7 @@ class CANet(nn.Module):
         use_icm: bool = True,
         icm_output: bool = False,
         domain_bn: bool = True,
+        lora_rank: int = 0,
         base_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -404,6 +457,17 @@ class CANet(nn.Module):
         channels = self._probe_channels(base, points)
         if domain_bn:
             convert_to_domain_bn(base, len(domains))
+        if lora_rank < 0:
+            raise InputError(f"lora_rank must be >= 0, got {lora_rank}", parameter="lora_rank")
+        self.lora_rank = lora_rank
+        if lora_rank:
+            prefixes = tuple(str(p) for p in getattr(base, "lora_points", points))
+            convs = [n for n, m in base.named_modules() if isinstance(m, nn.Conv2d)
+                     and any(n == p or n.startswith(f"{p}.") for p in prefixes)]
+            for name in convs:
+                conv = base.get_submodule(name)
+                assert isinstance(conv, nn.Conv2d)
+                base.set_submodule(name, DomainLoRAConv(conv, len(domains), lora_rank))
         for name in points:
             block = DomainAdapterBlock(
                 base.get_submodule(name),
@@ -483,7 +547,7 @@ class CANet(nn.Module):
         for module in self.base.modules():
             if isinstance(module, DomainBatchNorm):
                 module.domain = index
-            elif isinstance(module, DomainAdapterBlock | DomainHead):
+            elif isinstance(module, DomainAdapterBlock | DomainHead | DomainLoRAConv):
                 module.domain = index
 
     def add_domain(self, name: str, *, init_from: str | int = 0) -> int:
@@ -496,7 +560,7 @@ class CANet(nn.Module):
             raise InputError(f"dataset {name!r} already exists", parameter="domain")
         source = self.domain_index(init_from)
         for module in self.base.modules():
-            if isinstance(module, DomainAdapterBlock | DomainHead):
+            if isinstance(module, DomainAdapterBlock | DomainHead | DomainLoRAConv):
                 module.add_domain(source)
             elif isinstance(module, DomainBatchNorm):
                 _add_bn_domain(module, source)
@@ -517,10 +581,10 @@ class CANet(nn.Module):
                 the earlier per-dataset BN statistics still adapt in train mode, but no gradient
                 has to flow through the encoder and fusion.
             placement: Which of the dataset's parts to match (overrides ``encoder_bn``):
-                ``"all"`` (everything it owns), ``"decoder"`` (all but the BNs before the
-                decoder) or ``"finest"`` (the adapter and ICM of the finest adapted block, the
-                last BN of that block and the head: the gradient never has to pass a shared
-                convolution).
+                ``"all"`` (everything it owns, LoRA updates included), ``"decoder"`` (all but
+                the BNs before the decoder) or ``"finest"`` (the adapter and ICM of the finest
+                adapted block, the last BN of that block and the head: the gradient never has to
+                pass a shared convolution; no LoRA update).
         """
         k = self.domain_index(domain)
         placement = placement or ("all" if encoder_bn else "decoder")
@@ -540,6 +604,8 @@ class CANet(nn.Module):
             rf"(^|\.)icms\.{k}\.",
             rf"(^|\.)heads\.{k}\.",
         ]
+        if self.lora_rank:
+            patterns.append(rf"(^|\.)loras\.{k}\.")
         if self.domain_bn:
             prefix = "" if placement == "all" else r"^(?!base\.(encoder|fusions|input_fusion)\.)"
             patterns.append(rf"{prefix}.*(^|\.)bns\.{k}\.")
@@ -561,7 +627,7 @@ class CANet(nn.Module):
 
     def is_domain_specific(self, name: str) -> bool:
         """True when a parameter/buffer name belongs to some dataset (not shared)."""
-        return re.search(r"(^|\.)(adapters|icms|heads|bns)\.\d+\.", name) is not None
+        return re.search(r"(^|\.)(adapters|icms|heads|bns|loras)\.\d+\.", name) is not None
 
     def shared_fingerprint(self) -> str:
         """Hash of the shared parameters' names, shapes and values (identifies the base model)."""
@@ -628,6 +694,7 @@ def build_canet(
     use_icm: bool = True,
     icm_output: bool = False,
     domain_bn: bool = True,
+    lora_rank: int = 0,
 ) -> CANet:
     """Build a CANet around ``SiameseTimmUNet`` (``architecture="timm_unet"``) or ``SiameseUNet``.
 
@@ -648,6 +715,8 @@ def build_canet(
         )
     config.update(adapter_reduction=adapter_reduction, use_icm=use_icm, icm_output=icm_output,
                   domain_bn=domain_bn)
+    if lora_rank:  # recorded only when set, so files of models without LoRA still match
+        config["lora_rank"] = lora_rank
     return CANet(
         base,
         domains,
@@ -655,5 +724,6 @@ def build_canet(
         use_icm=use_icm,
         icm_output=icm_output,
         domain_bn=domain_bn,
+        lora_rank=lora_rank,
         base_config=config,
     )

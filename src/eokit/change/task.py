@@ -55,7 +55,7 @@ MODEL_FORMAT = "eokit.change.canet/1"
 #: Adapter-only files: tensor names carry no domain index, so any number of adapters trained
 #: separately on one shared model can be stacked onto it.
 ADAPTER_FORMAT = "eokit.change.adapter/2"
-_DOMAIN_KEY = re.compile(r"(^|\.)(adapters|icms|heads|bns)\.(\d+)\.")
+_DOMAIN_KEY = re.compile(r"(^|\.)(adapters|icms|heads|bns|loras)\.(\d+)\.")
 
 
 # ----------------------------------------------------------------------------------- losses
