@@ -38,6 +38,9 @@ METHODS = ["shared_single_head", "per_domain_full_finetune", "canet_joint",
            "canet_joint_then_adapters", "canet_without_icm", "canet_without_domain_bn"]
 NEW_ARMS = ["full_finetune", "adapt", "adapt_decoder", "adapt_finest"]
 PLACEMENT = {"adapt": "all", "adapt_decoder": "decoder", "adapt_finest": "finest"}
+#: Every CANet here: per-dataset rank-8 LoRA on each conv after the encoder (fusion, decoder)
+#: besides the per-dataset BN, adapters, ICMs and head.
+ADAPTER: dict[str, int] = {"lora_rank": 8}
 METRIC_KEYS = ("f1", "iou", "kappa", "f1_tuned", "iou_tuned", "kappa_tuned", "threshold")
 
 
@@ -174,7 +177,7 @@ def run_seed(seed: int, quick: bool) -> dict[str, Any]:
     # 3. CANet joint, then per-dataset adapters; 4./5. ablations (joint only).
     def canet_run(name: str, **kwargs: Any) -> Any:
         seed_all(seed)
-        model = build_canet(JOINT, in_channels=6, **kwargs)
+        model = build_canet(JOINT, in_channels=6, **ADAPTER, **kwargs)
         tick = time.perf_counter()
         train_steps(model, joint_loader(), steps=cfg["joint_steps"], lr=lr,
                     pos_weight=joint_weights())
@@ -200,7 +203,7 @@ def run_seed(seed: int, quick: bool) -> dict[str, Any]:
 
     stage("fourth dataset")
     # 6. A fourth dataset: adapt (frozen shared weights) vs full fine-tuning, at label fractions.
-    base = build_canet(JOINT, in_channels=6)
+    base = build_canet(JOINT, in_channels=6, **ADAPTER)
     base.load_state_dict(joint_state)
     source = closest_domain(base, ChangeDataset(train_pairs[NEW], domain=0), batch_size=16)
     out["new_domain_init_from"] = source
@@ -353,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
             "new_dataset_steps": cfg["adapt_steps"], "timing_steps": cfg["timing_steps"],
             "seeds": seeds, "workers": args.workers,
             "backbone": "resnet18-tiny (timm resnet18, channels 16-128, deep stem 8)",
+            "adapter": ADAPTER,
             "threads_per_worker": 1, "quick": args.quick,
             "test_change_pixels": {d: int(np.mean([
                 r["methods"]["canet_joint"][d]["change_pixels"] for r in runs])) for d in JOINT},
