@@ -107,10 +107,11 @@ def test_evaluate_on_levir_layout(tmp_path, model_file, capsys):
 
 
 @pytest.mark.slow
-def test_fit_then_adapt_cli(tmp_path, capsys):
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_fit_then_adapt_cli(tmp_path, capsys, lora_rank):
     fit_config = {
         "seed": 0,
-        "model": {"in_channels": 6},
+        "model": {"in_channels": 6, "lora_rank": lora_rank},
         "datasets": [
             {"name": "sim_buildings", "source": "sim", "count": 2, "size": 32},
             {"name": "sim_sensor", "source": "sim", "count": 2, "size": 32},
