@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = add_common_args(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared change data")
+    parser.add_argument("--lora-rank", type=int, default=8,
+                        help="per-dataset LoRA rank of the CANet (0: adapters, BN and head only)")
     args = parser.parse_args(argv)
     seed_all(args.seed)
     data_root = args.data.resolve()
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         collate_fn=collate_pairs,
     )
     seed_all(args.seed)
-    shared = build_canet(SIM, in_channels=3)
+    shared = build_canet(SIM, in_channels=3, lora_rank=args.lora_rank)
     sim_weights = {i: positive_weight(s) for i, s in enumerate(sets)}
     sim_timing = train_steps(shared, loader, steps=sim_steps, lr=4e-3, progress=True,
                              pos_weight=sim_weights)
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         for mode in ("adapt", "full_finetune", "from_scratch"):
             seed_all(args.seed)
             if mode == "from_scratch":
-                model = build_canet([domain], in_channels=3)
+                model = build_canet([domain], in_channels=3, lora_rank=args.lora_rank)
                 index = 0
             else:
                 model = copy.deepcopy(shared)
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         "scale": {"sim_steps": sim_steps, "adapt_steps": adapt_steps, "crop_px": crop,
                   "batch_size": batch, "sim_pairs_per_dataset": sim_count,
                   "sim_size_px": sim_size, "threads": 1, "quick": quick,
-                  "backbone": "resnet18-tiny"},
+                  "backbone": "resnet18-tiny", "lora_rank": args.lora_rank},
         "simulator_pretraining": sim_timing,
         "results": results,
         "predict_full_tile": predict_info,
