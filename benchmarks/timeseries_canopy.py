@@ -163,19 +163,20 @@ def main() -> None:
             **PREVIOUS_HEAD, **common)
     timings["finetune_previous_head"] = t.seconds
     name = "same head on an untrained backbone"
-    untrained = PixelSeriesTransformer(backbone.config, backbone.band_center,
-                                       backbone.band_half_range)
+    def fresh_backbone() -> PixelSeriesTransformer:
+        """Same configuration and band scaling as the pretrained backbone, random weights."""
+        return PixelSeriesTransformer(backbone.config, backbone.band_center,
+                                      backbone.band_half_range)
+
     with Timer() as t:
         models[name], accounts[name] = finetune(
-            untrained, labelled, targets, work / "ft_untrained", epochs=10 if quick else 100,
+            fresh_backbone(), labelled, targets, work / "ft_untrained", epochs=10 if quick else 100,
             **HEAD, **common)
     timings["finetune_untrained_backbone"] = t.seconds
     name = "same architecture from scratch"
-    scratch_backbone = PixelSeriesTransformer(backbone.config, backbone.band_center,
-                                              backbone.band_half_range)
     with Timer() as t_scratch:
         models[name], accounts[name] = finetune(
-            scratch_backbone, labelled, targets, work / "sc", mode="full",
+            fresh_backbone(), labelled, targets, work / "sc", mode="full",
             epochs=40 if not quick else 5, lr=2e-3, **HEAD, **common)
     timings["scratch"] = t_scratch.seconds
     with Timer() as t_rf:
