@@ -326,3 +326,29 @@ def test_ddp_two_cpu_processes_shard_data_and_sync_gradients(script: Path, tmp_p
     assert ranks[0]["start"] == ranks[1]["start"]
     assert ranks[0]["weights"] == ranks[1]["weights"]
     assert ranks[0]["weights"] != ranks[0]["start"]
+
+
+def test_keep_best_restores_best_weights_and_stops_after_patience():
+    from types import SimpleNamespace
+
+    from eokit.core.train import KeepBest
+
+    module = torch.nn.Linear(2, 1)
+    keep = KeepBest(module, patience=2)
+    trainer = SimpleNamespace(callback_metrics={}, current_epoch=0, should_stop=False)
+    keep.on_validation_epoch_end(trainer, None)  # no val/loss yet: nothing kept
+    keep.restore()
+    assert keep.state is None and not trainer.should_stop
+    best = None
+    for epoch, loss in enumerate([1.0, 0.5, 0.7, 0.6]):
+        with torch.no_grad():
+            module.weight.fill_(float(epoch))
+        trainer.current_epoch = epoch
+        trainer.callback_metrics = {"val/loss": torch.tensor(loss)}
+        keep.on_validation_epoch_end(trainer, None)
+        if epoch == 1:
+            best = module.weight.clone()
+        assert trainer.should_stop == (epoch == 3)
+    assert keep.best_epoch == 1 and keep.best == 0.5
+    keep.restore()
+    assert torch.equal(module.weight, best)

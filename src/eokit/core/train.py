@@ -37,6 +37,7 @@ __all__ = [
     "TRAINER_CONTEXT_SETTINGS",
     "BaseTask",
     "DistributedAwareSampler",
+    "KeepBest",
     "SimpleDataModule",
     "fit",
     "instantiate",
@@ -434,6 +435,43 @@ class BaseTask(L.LightningModule):
 # --------------------------------------------------------------------------------------------------
 # trainer
 # --------------------------------------------------------------------------------------------------
+class KeepBest(Callback):
+    """Early stopping on ``val/loss`` that restores the best weights of ``module`` at the end.
+
+    Args:
+        module: The module whose weights are kept (head, or the whole fine-tuned model).
+        patience: Validation epochs without improvement before training stops.
+    """
+
+    def __init__(self, module: nn.Module, patience: int) -> None:
+        super().__init__()
+        self.module = module
+        self.patience = patience
+        self.best = float("inf")
+        self.best_epoch = -1
+        self.wait = 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Remember the weights when the validation loss improves; stop after ``patience``."""
+        value = trainer.callback_metrics.get("val/loss")
+        if value is None:
+            return
+        loss = float(value)
+        if loss < self.best - 1e-6:
+            self.best, self.best_epoch, self.wait = loss, trainer.current_epoch, 0
+            self.state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                trainer.should_stop = True
+
+    def restore(self) -> None:
+        """Load the best weights back (no-op when validation never ran)."""
+        if self.state is not None:
+            self.module.load_state_dict(self.state)
+
+
 def _trainer_parameters() -> dict[str, inspect.Parameter]:
     params = dict(inspect.signature(L.Trainer.__init__).parameters)
     params.pop("self", None)

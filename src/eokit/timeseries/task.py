@@ -173,43 +173,6 @@ def _make_full_task(model: FineTunedSeriesModel, loss_fn: LossFn, lr: float,
     return FineTuneTask()
 
 
-class KeepBest(L.Callback):
-    """Early stopping on ``val/loss`` that restores the best weights of ``module`` at the end.
-
-    Args:
-        module: The module whose weights are kept (head, or the whole fine-tuned model).
-        patience: Validation epochs without improvement before training stops.
-    """
-
-    def __init__(self, module: nn.Module, patience: int) -> None:
-        super().__init__()
-        self.module = module
-        self.patience = patience
-        self.best = float("inf")
-        self.best_epoch = -1
-        self.wait = 0
-        self.state: dict[str, torch.Tensor] | None = None
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Remember the weights when the validation loss improves; stop after ``patience``."""
-        value = trainer.callback_metrics.get("val/loss")
-        if value is None:
-            return
-        loss = float(value)
-        if loss < self.best - 1e-6:
-            self.best, self.best_epoch, self.wait = loss, trainer.current_epoch, 0
-            self.state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                trainer.should_stop = True
-
-    def restore(self) -> None:
-        """Load the best weights back (no-op when validation never ran)."""
-        if self.state is not None:
-            self.module.load_state_dict(self.state)
-
-
 def _fit(task: Any, datamodule: L.LightningDataModule, out_dir: Path, *, epochs: int, seed: int,
          progress: bool, trainer_overrides: dict[str, Any] | None,
          checkpoint_every_epoch: bool = True, callbacks: list[L.Callback] | None = None) -> None:
@@ -462,7 +425,7 @@ def finetune(
     Returns:
         (fine-tuned model in eval mode, compute account of this phase).
     """
-    from eokit.core.train import seed_everything
+    from eokit.core.train import KeepBest, seed_everything
 
     seed_everything(seed)
     if mode not in ("head", "lora", "full"):
