@@ -3,8 +3,8 @@
 Compares, per simulated dataset (change-class F1 / IoU / kappa on held-out pairs, mean and
 standard deviation over seeds): a shared model with one head; per-dataset full fine-tuning of
 it; CANet (joint, then per-dataset adapters); CANet without ICM; CANet without per-dataset BN;
-and a fourth dataset added by ``adapt`` at 5/10/100 % of its training labels vs full
-fine-tuning from the same model, with two adapter placements. Adapter and fine-tuning step
+and a fourth dataset added by ``adapt`` at 5/10/25/100 % of its training labels vs full
+fine-tuning from the same model, with three adapter placements. Adapter and fine-tuning step
 times are measured interleaved in the same process.
 
 Every method uses the same loss (BCE with a per-dataset positive-class weight from its training
@@ -33,9 +33,10 @@ from _common import add_common_args, seed_all, write_results  # noqa: E402
 
 JOINT = ["sim_buildings", "sim_landcover", "sim_sensor"]
 NEW = "sim_new"
-FRACTIONS = (0.05, 0.10, 1.0)
+FRACTIONS = (0.05, 0.10, 0.25, 1.0)
 METHODS = ["shared_single_head", "per_domain_full_finetune", "canet_joint",
-           "canet_joint_then_adapters", "canet_without_icm", "canet_without_domain_bn"]
+           "canet_joint_then_adapters", "canet_joint_then_full_finetune", "canet_without_icm",
+           "canet_without_domain_bn"]
 NEW_ARMS = ["full_finetune", "adapt", "adapt_decoder", "adapt_finest"]
 PLACEMENT = {"adapt": "all", "adapt_decoder": "decoder", "adapt_finest": "finest"}
 #: Every CANet here: per-dataset rank-8 LoRA on each conv after the encoder (fusion, decoder)
@@ -67,8 +68,6 @@ def run_seed(seed: int, quick: bool) -> dict[str, Any]:
     )
     from eokit.change.model import SiameseTimmUNet, build_canet
     from eokit.change.task import (
-        _freeze_shared_bn,
-        change_loss,
         choose_threshold,
         closest_domain,
         evaluate,
@@ -198,6 +197,16 @@ def run_seed(seed: int, quick: bool) -> dict[str, Any]:
         methods["canet_joint_then_adapters"][domain] = score(canet, domain, i)
     out["adapter_share_percent"] = shares
     out["dataset_specific_params"] = report["trainable"]
+    # The same jointly trained CANet fully fine-tuned per dataset (every weight, one full copy
+    # per dataset): the per-dataset reference of the same network and size.
+    methods["canet_joint_then_full_finetune"] = {}
+    for i, domain in enumerate(JOINT):
+        seed_all(seed)
+        model = build_canet(JOINT, in_channels=6, **ADAPTER)
+        model.load_state_dict(joint_state)
+        train_steps(model, single_loader(domain, i), steps=cfg["domain_steps"], lr=lr / 2,
+                    pos_weight=weights)
+        methods["canet_joint_then_full_finetune"][domain] = score(model, domain, i)
     canet_run("canet_without_icm", use_icm=False)
     canet_run("canet_without_domain_bn", domain_bn=False)
 
@@ -232,31 +241,10 @@ def run_seed(seed: int, quick: bool) -> dict[str, Any]:
     out["new_domain"] = rows
 
     stage("interleaved step timing")
-    # 7. Step times, the three arms interleaved step by step on the same batches.
+    # 7. Step times, the arms interleaved step by step on the same batches.
     arms = {arm: new_model(arm)[0] for arm in NEW_ARMS}
-    optimizers = {arm: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr)
-                  for arm, m in arms.items()}
-    for model in arms.values():
-        model.train()
-        _freeze_shared_bn(model)  # as in training: shared BN frozen, the new dataset's adapt
-    times: dict[str, list[float]] = {arm: [] for arm in NEW_ARMS}
-    batches = iter(single_loader(NEW, 3))
-    for step in range(cfg["timing_steps"] + 3):
-        try:
-            batch_ = next(batches)
-        except StopIteration:
-            batches = iter(single_loader(NEW, 3))
-            batch_ = next(batches)
-        for arm, model in arms.items():
-            tick = time.perf_counter()
-            logits = model(batch_["image_a"], batch_["image_b"], domain=3)
-            loss = change_loss(logits, batch_["mask"], pos_weight=weights[3])
-            optimizers[arm].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[arm].step()
-            if step >= 3:  # warm-up steps excluded
-                times[arm].append(time.perf_counter() - tick)
-    out["step_seconds"] = {arm: float(np.median(v)) for arm, v in times.items()}
+    out["step_seconds"] = step_times(arms, single_loader(NEW, 3), cfg["timing_steps"],
+                                     weights[3], lr)
     out["step_ratio"] = {arm: out["step_seconds"][arm] / out["step_seconds"]["full_finetune"]
                          for arm in NEW_ARMS}
     out["pos_weight"] = {d: weights[index[d]] for d in all_domains}
@@ -264,6 +252,83 @@ def run_seed(seed: int, quick: bool) -> dict[str, Any]:
     out["seconds"]["total"] = time.perf_counter() - t0
     out["loadavg_end"] = os.getloadavg()
     return out
+
+
+def step_times(arms: dict[str, Any], loader: Any, steps: int, pos_weight: float,
+               lr: float) -> dict[str, float]:
+    """Median train-step seconds of each model, interleaved step by step on the same batches.
+
+    Each model is set up as in training (shared BN frozen, the new dataset's BN as its
+    placement says); 3 warm-up steps are not counted.
+    """
+    import torch
+
+    from eokit.change.task import _freeze_shared_bn, change_loss
+
+    optimizers = {arm: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr)
+                  for arm, m in arms.items()}
+    for model in arms.values():
+        model.train()
+        _freeze_shared_bn(model)
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    batches = iter(loader)
+    for step in range(steps + 3):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            batch = next(batches)
+        for arm, model in arms.items():
+            tick = time.perf_counter()
+            logits = model(batch["image_a"], batch["image_b"], domain=NEW)
+            loss = change_loss(logits, batch["mask"], pos_weight=pos_weight)
+            optimizers[arm].zero_grad(set_to_none=True)
+            loss.backward()
+            optimizers[arm].step()
+            if step >= 3:
+                times[arm].append(time.perf_counter() - tick)
+    return {arm: float(np.median(v)) for arm, v in times.items()}
+
+
+#: Larger backbones of the step-time comparison (timing only: quality is measured with the
+#: tiny one, in ``run_seed``): name -> decoder channels.
+TIMING_BACKBONES = {"resnet18-small": (64, 32, 24, 16, 16),
+                    "resnet18": (128, 64, 32, 16, 16)}
+
+
+def backbone_step_ratios(backbone: str, size: int, steps: int, seed: int = 0) -> dict[str, Any]:
+    """Step time of each adapt placement relative to full fine-tuning for one backbone.
+
+    An untrained CANet of that backbone (timing does not depend on the weights) with a fourth
+    dataset; every arm on the same simulated batches of ``size`` px, interleaved.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    from torch.utils.data import DataLoader
+
+    from eokit.change.data import ChangeDataset, collate_pairs, simulated_pairs
+    from eokit.change.model import build_canet
+    from eokit.change.task import prepare_adapt
+
+    seed_all(seed)
+    base = build_canet(JOINT, in_channels=6, backbone=backbone,
+                       decoder_channels=TIMING_BACKBONES[backbone], **ADAPTER)
+    arms = {}
+    for arm in NEW_ARMS:
+        model = copy.deepcopy(base)
+        prepare_adapt(model, NEW, placement=PLACEMENT.get(arm, "all"))
+        if arm == "full_finetune":
+            model.requires_grad_(True)
+        arms[arm] = model
+    data = ChangeDataset(simulated_pairs(NEW, count=8, size=size, seed=seed), domain=3)
+    loader = DataLoader(data, batch_size=8, collate_fn=collate_pairs)
+    seconds = step_times(arms, loader, steps, 2.0, 2e-3)
+    return {"backbone": backbone, "image_px": size, "batch": 8, "steps": steps,
+            "parameters": sum(p.numel() for p in base.parameters()),
+            "encoder_parameters": sum(p.numel() for p in base.base.encoder.parameters()),
+            "step_seconds": seconds,
+            "step_ratio": {arm: seconds[arm] / seconds["full_finetune"] for arm in NEW_ARMS}}
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
@@ -305,6 +370,8 @@ def targets(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, An
     new_share = max(row["adapt"]["trainable_percent"] for row in summary["new_domain"])
     ratio = {d: f1("canet_joint_then_adapters", d) / max(f1("per_domain_full_finetune", d),
                                                          1e-9) for d in JOINT}
+    same_net = {d: f1("canet_joint_then_adapters", d)
+                / max(f1("canet_joint_then_full_finetune", d), 1e-9) for d in JOINT}
     gain = {d: 100 * (f1("canet_joint_then_adapters", d) - f1("shared_single_head", d))
             for d in JOINT}
     low = [row for row in summary["new_domain"] if row["fraction"] <= 0.10]
@@ -314,10 +381,12 @@ def targets(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, An
         "adapter_share_le_8pct": max(share, new_share) <= 8.0,
         "f1_ratio_canet_adapters_vs_per_domain_finetune": ratio,
         "f1_ratio_ge_0.98": all(v >= 0.98 for v in ratio.values()),
+        "f1_ratio_canet_adapters_vs_canet_full_finetune": same_net,
+        "f1_ratio_vs_canet_full_finetune_ge_0.98": all(v >= 0.98 for v in same_net.values()),
         "f1_gain_over_shared_points": gain,
         "f1_gain_ge_5_on_differing_policies": all(v >= 5 for v in gain.values()),
     }
-    for arm in ("adapt", "adapt_decoder", "adapt_finest"):
+    for arm in NEW_ARMS[1:]:
         result[f"{arm}_minus_finetune_f1_at_le_10pct"] = {
             f"{100 * row['fraction']:g}%": row[arm]["f1_tuned"]["mean"]
             - row["full_finetune"]["f1_tuned"]["mean"] for row in low}
@@ -326,6 +395,8 @@ def targets(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, An
             for row in low)
         result[f"{arm}_step_over_finetune_step"] = summary["step_ratio"][arm]["mean"]
         result[f"{arm}_step_le_0.6x"] = summary["step_ratio"][arm]["mean"] <= 0.6
+        result[f"{arm}_step_over_finetune_step_by_backbone"] = {
+            row["backbone"]: row["step_ratio"][arm] for row in summary["step_ratio_by_backbone"]}
     return result
 
 
@@ -345,9 +416,13 @@ def main(argv: list[str] | None = None) -> None:
     with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(seeds))),
                              mp_context=context) as pool:
         runs = list(pool.map(run_seed, seeds, [args.quick] * len(seeds)))
+        cfg = _scale(args.quick)
+        by_backbone = list(pool.map(backbone_step_ratios, list(TIMING_BACKBONES),
+                                    [cfg["size"]] * len(TIMING_BACKBONES),
+                                    [cfg["timing_steps"]] * len(TIMING_BACKBONES)))
     summary = aggregate(runs)
+    summary["step_ratio_by_backbone"] = by_backbone
     goal = targets(summary, runs)
-    cfg = _scale(args.quick)
     payload = {
         "scale": {
             "image_px": cfg["size"], "train_pairs_per_dataset": cfg["n_train"],
@@ -405,11 +480,12 @@ def _figure(summary: dict[str, Any], goal: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
     fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(17, 4.8),
-                                     gridspec_kw={"width_ratios": [2.2, 1.4, 0.8]})
-    width = 0.13
+                                     gridspec_kw={"width_ratios": [2.2, 1.4, 1.1]})
+    width = 0.8 / len(METHODS)
     for k, method in enumerate(METHODS):
         stats = [summary["methods"][method][d]["f1_tuned"] for d in JOINT]
-        ax.bar(np.arange(len(JOINT)) + (k - 2.5) * width, [s["mean"] for s in stats], width,
+        offset = (k - (len(METHODS) - 1) / 2) * width
+        ax.bar(np.arange(len(JOINT)) + offset, [s["mean"] for s in stats], width,
                yerr=[s["std"] for s in stats], capsize=2, label=method)
     ax.set_xticks(range(len(JOINT)), JOINT)
     ax.set_ylabel("change F1 (held-out pairs, tuned threshold)")
@@ -432,14 +508,19 @@ def _figure(summary: dict[str, Any], goal: dict[str, Any]) -> Any:
     bx.set_ylim(0, 1)
     bx.legend(fontsize=8)
     ratio = summary["step_ratio"]
-    cx.bar(range(len(NEW_ARMS)), [ratio[a]["mean"] for a in NEW_ARMS],
-           yerr=[ratio[a]["std"] for a in NEW_ARMS], capsize=3,
-           color=["C7", "C0", "C2", "C3"])
+    arms = NEW_ARMS[1:]
+    bars = [("resnet18-tiny (quality runs)", [ratio[a]["mean"] for a in arms],
+             [ratio[a]["std"] for a in arms])]
+    bars += [(f"{row['backbone']} (timing only)", [row["step_ratio"][a] for a in arms], None)
+             for row in summary["step_ratio_by_backbone"]]
+    bar_width = 0.8 / len(bars)
+    for k, (label, values, errors) in enumerate(bars):
+        cx.bar(np.arange(len(arms)) + (k - (len(bars) - 1) / 2) * bar_width, values, bar_width,
+               yerr=errors, capsize=2, label=label)
     cx.axhline(0.6, color="k", ls="--", lw=1, label="target 0.6")
-    cx.set_xticks(range(len(NEW_ARMS)), ["fine-\ntune", "adapt", "adapt\ndecoder",
-                                         "adapt\nfinest"])
-    cx.set_ylabel("train step time / fine-tune step")
-    cx.set_title("Step time (interleaved)")
+    cx.set_xticks(range(len(arms)), ["adapt\n(all)", "adapt\ndecoder", "adapt\nfinest"])
+    cx.set_ylabel("train step time / full fine-tune step")
+    cx.set_title("Step time by backbone (interleaved)")
     cx.legend(fontsize=8)
     fig.tight_layout()
     return fig

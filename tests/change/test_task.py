@@ -207,3 +207,19 @@ def test_cheap_placements_adapt_bn_statistics_without_encoder_gradients(placemen
     if placement == "finest":
         assert not any(k.startswith("base.decoder.0.adapters") for k in changed)
         assert any(k.startswith("base.decoder.4.adapters") for k in changed)
+    # where the gradient has to go: the second-finest decoder block is on the backward path of
+    # the decoder placement, but not of finest (no shared layer is back-propagated)
+    seen = []
+    hook = model.base.decoder[3].inner.register_forward_hook(
+        lambda _m, _i, out: seen.append(out.requires_grad))
+    model.train()
+    batch = next(iter(_loader(index, "sim_new")))
+    model(batch["image_a"], batch["image_b"], domain=index)
+    hook.remove()
+    assert seen == [placement == "decoder"]
+
+
+def test_unknown_placement_is_input_error():
+    with pytest.raises(InputError, match="unknown placement"):
+        prepare_adapt(build_canet(DOMAINS, in_channels=6), "sim_new", placement="middle")
+
