@@ -112,6 +112,59 @@ def test_lora_finetuning_trains_adapters_only(pretrained, tmp_path):
     assert account.phase == "finetuning (lora)" and account.flops > 0
 
 
+def test_full_finetuning_with_a_lower_backbone_learning_rate(pretrained, tmp_path,
+                                                              monkeypatch):
+    data, backbone, _ = pretrained
+    import copy
+
+    labelled = data.subset(np.arange(12))
+    values = np.linspace(10.0, 40.0, 12).astype(np.float32)
+    captured = {}
+    from eokit.core.train import BaseTask
+
+    original = BaseTask.configure_optimizers
+
+    def spy(self):  # noqa: ANN001, ANN202
+        out = original(self)
+        captured["groups"] = [g["lr"] for g in
+                              (out["optimizer"] if isinstance(out, dict) else out).param_groups]
+        return out
+
+    monkeypatch.setattr(BaseTask, "configure_optimizers", spy)
+    # Frozen in place (as a head-only run leaves it): full mode trains it again.
+    frozen = copy.deepcopy(backbone).requires_grad_(False)
+    model, _ = finetune(frozen, labelled, values, tmp_path, task="regression",
+                        mode="full", epochs=1, batch_size=4, lr=1e-2, backbone_lr_scale=0.1,
+                        val_fraction=0, progress=False)
+    assert captured["groups"] == pytest.approx([1e-2, 1e-3])
+    changed = [not torch.equal(a, b) for a, b in zip(backbone.parameters(),
+                                                      model.backbone.parameters(), strict=True)]
+    assert any(changed)  # the backbone trains too, only slower
+    with pytest.raises(InputError, match="backbone_lr_scale"):
+        finetune(copy.deepcopy(backbone), labelled, values, tmp_path, task="regression",
+                 mode="full", epochs=1, backbone_lr_scale=0, progress=False)
+
+
+def test_regression_huber_loss_is_quadratic_then_linear(pretrained, tmp_path):
+    from eokit.timeseries.task import _regression_loss
+
+    target = torch.zeros(2)
+    output = torch.tensor([0.5, 3.0]).reshape(2, 1, 1)
+    mse = _regression_loss("mse")(output, target)
+    huber = _regression_loss("huber", delta=1.0)(output, target)
+    assert float(mse) == pytest.approx((0.25 + 9.0) / 2)
+    assert float(huber) == pytest.approx((0.5 * 0.25 + (3.0 - 0.5)) / 2)
+    data, backbone, _ = pretrained
+    labelled = data.subset(np.arange(12))
+    values = np.linspace(10.0, 40.0, 12).astype(np.float32)
+    model, _ = finetune(backbone, labelled, values, tmp_path, task="regression", loss="huber",
+                        huber_delta=0.5, epochs=2, batch_size=4, progress=False)
+    assert np.isfinite(predict_series(model, labelled)[:, -1]).all()
+    with pytest.raises(InputError, match="loss"):
+        finetune(backbone, labelled, values, tmp_path, task="regression", loss="l1",
+                 epochs=1, progress=False)
+
+
 def test_finetune_rejects_bad_labels_and_bands(pretrained, tmp_path):
     data, backbone, _ = pretrained
     labelled = data.subset(np.arange(6))

@@ -149,7 +149,7 @@ def _make_head_task(head: nn.Module, loss_fn: LossFn, lr: float, weight_decay: f
 
 
 def _make_full_task(model: FineTunedSeriesModel, loss_fn: LossFn, lr: float,
-                    weight_decay: float) -> Any:
+                    weight_decay: float, backbone_lr_scale: float = 1.0) -> Any:
     base = _base_task()
 
     class FineTuneTask(base):  # type: ignore[misc, valid-type]
@@ -160,6 +160,16 @@ def _make_full_task(model: FineTunedSeriesModel, loss_fn: LossFn, lr: float,
             self.model = model
             self.tokens_seen = 0
             self.val_tokens_seen = 0
+
+        def trainable_parameters(self) -> list[Any]:
+            # Two AdamW groups: the head at ``lr``, the backbone at ``lr * backbone_lr_scale``
+            # (the schedule scales both alike).
+            head = [p for p in self.model.head.parameters() if p.requires_grad]
+            body = [p for p in self.model.backbone.parameters() if p.requires_grad]
+            if backbone_lr_scale == 1.0 or not body:
+                return head + body
+            return [{"params": head},
+                    {"params": body, "lr": lr * backbone_lr_scale}]
 
         def shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
             tokens = int(batch["series"].shape[0] * batch["series"].shape[1])
@@ -337,9 +347,28 @@ def _classification_loss(weights: torch.Tensor | None) -> LossFn:
     return loss
 
 
-def _regression_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    # Output (B, T, 1): the value is read at the last date (the whole series seen).
-    return F.mse_loss(output[:, -1, 0], target)
+#: Regression losses (on standardised targets).
+REGRESSION_LOSSES = ("mse", "huber")
+
+
+def _regression_loss(kind: str = "mse", delta: float = 1.0) -> LossFn:
+    """Loss on the last date's output (B, T, 1) against standardised targets (B,).
+
+    ``"huber"`` is quadratic within ``delta`` target standard deviations and linear beyond, so a
+    few extreme labels pull the fit less than under ``"mse"``.
+    """
+    if kind not in REGRESSION_LOSSES:
+        raise InputError(f"must be one of {REGRESSION_LOSSES}, got {kind!r}", parameter="loss")
+    if delta <= 0:
+        raise InputError(f"must be > 0, got {delta}", parameter="huber_delta")
+
+    def loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        # The value is read at the last date (the whole series seen).
+        if kind == "huber":
+            return F.huber_loss(output[:, -1, 0], target, delta=delta)
+        return F.mse_loss(output[:, -1, 0], target)
+
+    return loss
 
 
 @torch.no_grad()
@@ -371,6 +400,9 @@ def finetune(
     dropout: float = 0.1,
     residuals: bool = False,
     lora_rank: int = 4,
+    backbone_lr_scale: float = 1.0,
+    loss: str = "mse",
+    huber_delta: float = 1.0,
     label_dates: str = "all",
     balance_classes: bool = True,
     val_fraction: float = 0.2,
@@ -407,6 +439,11 @@ def finetune(
         dropout: Head dropout.
         residuals: Give the head the backbone's forecast residuals and their moving average.
         lora_rank: LoRA rank (``mode="lora"``).
+        backbone_lr_scale: ``mode="lora"``/``"full"``: the backbone's trainable weights learn at
+            ``lr * backbone_lr_scale`` while the new head learns at ``lr`` (e.g. 0.1 to adapt a
+            pretrained backbone gently).
+        loss: Regression loss on the standardised targets: ``"mse"`` or ``"huber"``.
+        huber_delta: Where the Huber loss turns linear, in target standard deviations.
         label_dates: Static class labels supervise ``"all"`` dates or only the ``"last"``.
         balance_classes: Inverse-frequency class weights in the loss.
         val_fraction: Share of the labelled pixels held out for early stopping (0: none, train
@@ -430,6 +467,8 @@ def finetune(
     seed_everything(seed)
     if mode not in ("head", "lora", "full"):
         raise InputError(f"must be head, lora or full, got {mode!r}", parameter="mode")
+    if backbone_lr_scale <= 0:
+        raise InputError(f"must be > 0, got {backbone_lr_scale}", parameter="backbone_lr_scale")
     if len(data) == 0:
         raise DataError("no labelled pixel to fine-tune on")
     targets = np.asarray(targets)
@@ -466,7 +505,7 @@ def finetune(
         model.target_mean.fill_(float(values.mean()))
         model.target_std.fill_(float(values.std() + 1e-6))
         y_tensor = torch.as_tensor((values - values.mean()) / (values.std() + 1e-6))
-        loss_fn = _regression_loss
+        loss_fn = _regression_loss(loss, huber_delta)
     else:
         raise InputError(f"must be classification or regression, got {task!r}", parameter="task")
 
@@ -516,12 +555,15 @@ def finetune(
             model.backbone = apply_lora(  # type: ignore[assignment]
                 backbone, list(LORA_TARGETS), r=lora_rank, alpha=2 * lora_rank)
             model.head.requires_grad_(True)
+        else:
+            # A backbone frozen in place by an earlier head-only run must train again here.
+            backbone.requires_grad_(True)
         # Standardise the head's inputs with the (initial) features of the training pixels.
         train_data = data.subset(train_idx)
         model.head.fit_standardisation(_features(model, train_data, 1024))
         account.add(len(train_data) * data.n_dates, fwd * len(train_data) * data.n_dates)
         y_np = y_tensor.numpy()
-        lt = _make_full_task(model, loss_fn, lr, weight_decay)
+        lt = _make_full_task(model, loss_fn, lr, weight_decay, backbone_lr_scale)
         keep = KeepBest(model, patience) if val_idx.size else None
         dm = SeriesDataModule(SeriesDataset(train_data, y_np[train_idx]),
                               SeriesDataset(data.subset(val_idx), y_np[val_idx]) if keep
