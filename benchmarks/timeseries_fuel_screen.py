@@ -90,6 +90,9 @@ def main() -> None:
                         help="fine-tuning seeds, e.g. 0,1 (default: SEEDS of each configuration)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir())
                         / "eokit_fuel_screen", help="backbones and out-of-fold predictions")
+    parser.add_argument("--fold-seed", type=int, default=None,
+                        help="shuffle the sites into folds with this seed (default: GroupKFold's "
+                             "own deterministic partition, the one the selection used)")
     args = parser.parse_args()
     seed_all(args.seed)
     if not DATA.is_dir():
@@ -114,8 +117,13 @@ def main() -> None:
     train = data.subset(np.nonzero(~np.asarray(data.extra["is_test"]).astype(bool))[0])
     del data  # the test split is not used below
     sites = _sites(np.asarray(train.extra["latlon"]))
-    folds = list(GroupKFold(n_splits=args.folds).split(np.zeros(len(train)), groups=sites))
-    cache = args.cache
+    if args.fold_seed is None:
+        splitter = GroupKFold(n_splits=args.folds)
+        cache = args.cache
+    else:  # another partition of the sites into folds (stability of the ranking)
+        splitter = GroupKFold(n_splits=args.folds, shuffle=True, random_state=args.fold_seed)
+        cache = args.cache / f"folds{args.fold_seed}"
+    folds = list(splitter.split(np.zeros(len(train)), groups=sites))
     cache.mkdir(parents=True, exist_ok=True)
     targets = np.asarray(train.targets, dtype=np.float64)
     work = Path(tempfile.mkdtemp(prefix="ts_fuel_screen_"))
@@ -218,10 +226,17 @@ def _summarise(cache: Path, targets: np.ndarray, folds: list[Any], args: Any) ->
         print(f"{row['cv_rmse_ensemble']:7.3f} {row['cv_rmse_seed_mean']:7.3f}  {name}")
     for name, row in combined.items():
         print(f"{row['cv_rmse']:7.3f}          {name}")
-    write_results("timeseries_fuel_screen", payload, _figure(rows), out_dir=args.out)
+    name = "timeseries_fuel_screen" + ("" if args.fold_seed is None
+                                       else f"_folds{args.fold_seed}")
+    if args.fold_seed is not None:
+        payload["protocol"] += f"; sites shuffled into folds with seed {args.fold_seed} (a second "
+        payload["protocol"] += "partition, to see whether the ranking holds; not used to select)"
+        payload.pop("selected")
+    partition = "" if args.fold_seed is None else f", sites shuffled (seed {args.fold_seed})"
+    write_results(name, payload, _figure(rows, partition), out_dir=args.out)
 
 
-def _figure(rows: dict[str, dict[str, Any]]) -> Any:
+def _figure(rows: dict[str, dict[str, Any]], partition: str = "") -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,8 +254,8 @@ def _figure(rows: dict[str, dict[str, Any]]) -> Any:
     low = min(min(r["cv_rmse_per_seed"]) for r in rows.values())
     ax.set_xlim(low - 2, max(max(r["cv_rmse_per_seed"]) for r in rows.values()) + 1)
     ax.set_xlabel("cross-validated RMSE over training sites (bar: seed ensemble; |: single seeds)")
-    ax.set_title("Fuel moisture configuration screening, 5-fold CV over training sites "
-                 "(grey: context only)", fontsize=9)
+    ax.set_title("Fuel moisture configuration screening, 5-fold CV over training sites"
+                 f"{partition} (grey: context only)", fontsize=9)
     fig.tight_layout()
     return fig
 
