@@ -110,9 +110,11 @@ def test_cli_presto_regression(tmp_path, run_cli):
     assert code == 0, err
     code, out, err = run_cli(["timeseries", "finetune", str(tmp_path / "fuel"), "--backbone",
                              str(run / "backbone.safetensors"), "--task", "regression",
+                             "--mode", "full", "--backbone-lr-scale", "0.1", "--loss", "huber",
                              "--label-fraction", "0.7", "--epochs", "2", "--out", str(run / "ft"),
                              "--trainer.enable_progress_bar", "false"])
     assert code == 0, err
+    assert "fine-tuning (full)" in out
     code, out, err = run_cli(["timeseries", "predict", str(tmp_path / "fuel"), "--model",
                              str(run / "ft" / "model.safetensors"), "--out", str(tmp_path / "p")])
     assert code == 0, err

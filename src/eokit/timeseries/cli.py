@@ -138,7 +138,13 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.option("--label-fraction", default=0.03, show_default=True,
               help="Training pixels as a fraction of ALL input pixels, drawn at random (seeded) "
                    "among the labelled ones.")
-@click.option("--mode", type=click.Choice(["head", "lora"]), default="head", show_default=True)
+@click.option("--mode", type=click.Choice(["head", "lora", "full"]), default="head",
+              show_default=True,
+              help="head: frozen backbone; lora: low-rank backbone updates; full: every weight.")
+@click.option("--backbone-lr-scale", default=1.0, show_default=True,
+              help="Backbone learning rate as a fraction of the head's (lora/full).")
+@click.option("--loss", type=click.Choice(["mse", "huber"]), default="mse", show_default=True,
+              help="Regression loss (on standardised targets).")
 @click.option("--memory", type=float, default=None,
               help="Per-date features average about the last N valid dates (dynamic maps); "
                    "default: all dates so far.")
@@ -161,8 +167,9 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.pass_context
 def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: str | None,
              classes: str, label_map: str | None, task: str, label_fraction: float, mode: str,
-             memory: float | None, pooling: str, input_lags: int, lag_days: float,
-             residuals: bool, val_fraction: float, epochs: int, out_dir: Path, layout: str,
+             backbone_lr_scale: float, loss: str, memory: float | None, pooling: str,
+             input_lags: int, lag_days: float, residuals: bool, val_fraction: float,
+             epochs: int, out_dir: Path, layout: str,
              features: str | None, valid_mask: str | None, invalid_mask: str | None,
              seed: int) -> None:
     """Fine-tune a pretrained backbone on a few labelled pixels (frozen backbone + MLP head).
@@ -234,8 +241,9 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
     model, account = run_finetune(
         backbone, subset, targets[chosen], out_dir, task=task,
         class_names=class_names if task == "classification" else None, mode=mode,
-        memory=memory, pooling=pooling, input_lags=input_lags, lag_days=lag_days,
-        residuals=residuals, val_fraction=val_fraction, val_groups=groups, epochs=epochs, seed=seed,
+        backbone_lr_scale=backbone_lr_scale, loss=loss, memory=memory, pooling=pooling,
+        input_lags=input_lags, lag_days=lag_days, residuals=residuals,
+        val_fraction=val_fraction, val_groups=groups, epochs=epochs, seed=seed,
         trainer_overrides=overrides)
     pre = (meta.get("compute") or {}).get("pretraining")
     summary = compute_summary(pre, account)
