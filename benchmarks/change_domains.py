@@ -53,8 +53,13 @@ def _scale(quick: bool) -> dict[str, Any]:
             "adapt_steps": 80, "timing_steps": 20, "batch": 8, "lr": 4e-3}
 
 
-def run_seed(seed: int, quick: bool) -> dict[str, Any]:
-    """Every method for one seed (own scenes, own initialisation); returns plain numbers."""
+def run_seed(seed: int, quick: bool, backbone: str = "resnet18-tiny",
+             new_dataset_only: bool = False) -> dict[str, Any]:
+    """Every method for one seed (own scenes, own initialisation); returns plain numbers.
+
+    ``new_dataset_only``: only the joint CANet, the fourth-dataset arms (section 6) and their
+    step timing, e.g. to measure the placements' quality with a larger ``backbone``.
+    """
     import torch
 
     torch.set_num_threads(1)
@@ -66,7 +71,7 @@ def run_seed(seed: int, quick: bool) -> dict[str, Any]:
         collate_pairs,
         simulated_pairs,
     )
-    from eokit.change.model import SiameseTimmUNet, build_canet
+    from eokit.change.model import build_canet
     from eokit.change.task import (
         choose_threshold,
         closest_domain,
@@ -138,6 +143,77 @@ def run_seed(seed: int, quick: bool) -> dict[str, Any]:
 
     methods = out["methods"]
 
+    arch = {"backbone": backbone, "decoder_channels": DECODER_CHANNELS[backbone]}
+    if new_dataset_only:
+        stage(f"CANet joint ({backbone})")
+        seed_all(seed)
+        canet = build_canet(JOINT, in_channels=6, **ADAPTER, **arch)
+        train_steps(canet, joint_loader(), steps=cfg["joint_steps"], lr=lr,
+                    pos_weight=joint_weights())
+        methods["canet_joint"] = {d: score(canet, d, i) for i, d in enumerate(JOINT)}
+        out["params"]["canet_joint"] = sum(p.numel() for p in canet.parameters())
+        joint_state = copy.deepcopy(canet.state_dict())
+    else:
+        joint_state = _ablations(seed, cfg, out, stage, joint_loader, joint_weights,
+                                 single_loader, score, weights)
+
+    stage("fourth dataset")
+    # 6. A fourth dataset: adapt (frozen shared weights) vs full fine-tuning, at label fractions.
+    base = build_canet(JOINT, in_channels=6, **ADAPTER, **arch)
+    base.load_state_dict(joint_state)
+    source = closest_domain(base, ChangeDataset(train_pairs[NEW], domain=0), batch_size=16)
+    out["new_domain_init_from"] = source
+
+    def new_model(arm: str) -> tuple[Any, dict[str, Any]]:
+        model = copy.deepcopy(base)
+        report = prepare_adapt(model, NEW, init_from=source,
+                               placement=PLACEMENT.get(arm, "all"))
+        if arm == "full_finetune":
+            for p in model.parameters():
+                p.requires_grad_(True)
+            report = trainable_parameter_report(model)
+        return model, report
+
+    rows = []
+    for fraction in FRACTIONS:
+        row: dict[str, Any] = {"fraction": fraction, "pairs": len(subset(NEW, fraction))}
+        for arm in NEW_ARMS:
+            seed_all(seed)
+            model, report = new_model(arm)
+            train_steps(model, single_loader(NEW, 3, fraction), steps=cfg["adapt_steps"],
+                        lr=lr / 2 if arm == "full_finetune" else lr, pos_weight=weights)
+            row[arm] = {**score(model, NEW, 3, fraction), "trainable": report["trainable"],
+                        "trainable_percent": report["percent"]}
+        rows.append(row)
+    out["new_domain"] = rows
+
+    stage("interleaved step timing")
+    # 7. Step times, the arms interleaved step by step on the same batches.
+    arms = {arm: new_model(arm)[0] for arm in NEW_ARMS}
+    out["step_seconds"] = step_times(arms, single_loader(NEW, 3), cfg["timing_steps"],
+                                     weights[3], lr)
+    out["step_ratio"] = {arm: out["step_seconds"][arm] / out["step_seconds"]["full_finetune"]
+                         for arm in NEW_ARMS}
+    out["pos_weight"] = {d: weights[index[d]] for d in all_domains}
+    out["data_seconds"] = data_seconds
+    out["seconds"]["total"] = time.perf_counter() - t0
+    out["loadavg_end"] = os.getloadavg()
+    return out
+
+
+def _ablations(seed: int, cfg: dict[str, Any], out: dict[str, Any], stage: Any,
+               joint_loader: Any, joint_weights: Any, single_loader: Any, score: Any,
+               weights: dict[int, float]) -> dict[str, Any]:
+    """Sections 1-5 of :func:`run_seed` (shared model, per-dataset fine-tuning, CANet joint,
+    adapters, same-network fine-tuning, ablations); returns the joint CANet's state."""
+    import torch
+
+    from eokit.change.model import SiameseTimmUNet, build_canet
+    from eokit.change.task import prepare_adapt, train_steps
+
+    lr = cfg["lr"]
+    index = {d: i for i, d in enumerate(JOINT)}
+    methods = out["methods"]
     stage("shared single-head model")
     # 1. One shared model, one head, every dataset (the plain base network).
     class Shared(torch.nn.Module):
@@ -210,48 +286,7 @@ def run_seed(seed: int, quick: bool) -> dict[str, Any]:
     canet_run("canet_without_icm", use_icm=False)
     canet_run("canet_without_domain_bn", domain_bn=False)
 
-    stage("fourth dataset")
-    # 6. A fourth dataset: adapt (frozen shared weights) vs full fine-tuning, at label fractions.
-    base = build_canet(JOINT, in_channels=6, **ADAPTER)
-    base.load_state_dict(joint_state)
-    source = closest_domain(base, ChangeDataset(train_pairs[NEW], domain=0), batch_size=16)
-    out["new_domain_init_from"] = source
-
-    def new_model(arm: str) -> tuple[Any, dict[str, Any]]:
-        model = copy.deepcopy(base)
-        report = prepare_adapt(model, NEW, init_from=source,
-                               placement=PLACEMENT.get(arm, "all"))
-        if arm == "full_finetune":
-            for p in model.parameters():
-                p.requires_grad_(True)
-            report = trainable_parameter_report(model)
-        return model, report
-
-    rows = []
-    for fraction in FRACTIONS:
-        row: dict[str, Any] = {"fraction": fraction, "pairs": len(subset(NEW, fraction))}
-        for arm in NEW_ARMS:
-            seed_all(seed)
-            model, report = new_model(arm)
-            train_steps(model, single_loader(NEW, 3, fraction), steps=cfg["adapt_steps"],
-                        lr=lr / 2 if arm == "full_finetune" else lr, pos_weight=weights)
-            row[arm] = {**score(model, NEW, 3, fraction), "trainable": report["trainable"],
-                        "trainable_percent": report["percent"]}
-        rows.append(row)
-    out["new_domain"] = rows
-
-    stage("interleaved step timing")
-    # 7. Step times, the arms interleaved step by step on the same batches.
-    arms = {arm: new_model(arm)[0] for arm in NEW_ARMS}
-    out["step_seconds"] = step_times(arms, single_loader(NEW, 3), cfg["timing_steps"],
-                                     weights[3], lr)
-    out["step_ratio"] = {arm: out["step_seconds"][arm] / out["step_seconds"]["full_finetune"]
-                         for arm in NEW_ARMS}
-    out["pos_weight"] = {d: weights[index[d]] for d in all_domains}
-    out["data_seconds"] = data_seconds
-    out["seconds"]["total"] = time.perf_counter() - t0
-    out["loadavg_end"] = os.getloadavg()
-    return out
+    return joint_state
 
 
 def step_times(arms: dict[str, Any], loader: Any, steps: int, pos_weight: float,
@@ -290,10 +325,11 @@ def step_times(arms: dict[str, Any], loader: Any, steps: int, pos_weight: float,
     return {arm: float(np.median(v)) for arm, v in times.items()}
 
 
-#: Larger backbones of the step-time comparison (timing only: quality is measured with the
-#: tiny one, in ``run_seed``): name -> decoder channels.
-TIMING_BACKBONES = {"resnet18-small": (64, 32, 24, 16, 16),
+#: Decoder channels used with each backbone.
+DECODER_CHANNELS = {"resnet18-tiny": (64, 32, 24, 16, 16), "resnet18-small": (64, 32, 24, 16, 16),
                     "resnet18": (128, 64, 32, 16, 16)}
+#: Larger backbones of the step-time comparison of the full run (timing only).
+TIMING_BACKBONES = ("resnet18-small", "resnet18")
 
 
 def backbone_step_ratios(backbone: str, size: int, steps: int, seed: int = 0) -> dict[str, Any]:
@@ -313,7 +349,7 @@ def backbone_step_ratios(backbone: str, size: int, steps: int, seed: int = 0) ->
 
     seed_all(seed)
     base = build_canet(JOINT, in_channels=6, backbone=backbone,
-                       decoder_channels=TIMING_BACKBONES[backbone], **ADAPTER)
+                       decoder_channels=DECODER_CHANNELS[backbone], **ADAPTER)
     arms = {}
     for arm in NEW_ARMS:
         model = copy.deepcopy(base)
@@ -341,7 +377,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and standard deviation over seeds of every metric."""
     summary: dict[str, Any] = {"methods": {}, "new_domain": [], "step_seconds": {},
                                "step_ratio": {}}
-    for method in METHODS:
+    for method in [m for m in METHODS if m in runs[0]["methods"]]:
         summary["methods"][method] = {
             d: {k: _mean_std([r["methods"][method][d][k] for r in runs]) for k in METRIC_KEYS}
             for d in JOINT
@@ -366,17 +402,25 @@ def targets(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, An
     def f1(method: str, domain: str) -> float:
         return float(summary["methods"][method][domain]["f1_tuned"]["mean"])
 
-    share = max(max(r["adapter_share_percent"].values()) for r in runs)
+    result: dict[str, Any] = {
+        "judged_on": "mean over seeds, F1 at the threshold chosen on training labels"}
     new_share = max(row["adapt"]["trainable_percent"] for row in summary["new_domain"])
+    if set(METHODS) <= set(summary["methods"]):
+        result.update(_joint_targets(summary, runs, f1, new_share))
+    _new_dataset_targets(summary, result)
+    return result
+
+
+def _joint_targets(summary: dict[str, Any], runs: list[dict[str, Any]], f1: Any,
+                   new_share: float) -> dict[str, Any]:
+    share = max(max(r["adapter_share_percent"].values()) for r in runs)
     ratio = {d: f1("canet_joint_then_adapters", d) / max(f1("per_domain_full_finetune", d),
                                                          1e-9) for d in JOINT}
     same_net = {d: f1("canet_joint_then_adapters", d)
                 / max(f1("canet_joint_then_full_finetune", d), 1e-9) for d in JOINT}
     gain = {d: 100 * (f1("canet_joint_then_adapters", d) - f1("shared_single_head", d))
             for d in JOINT}
-    low = [row for row in summary["new_domain"] if row["fraction"] <= 0.10]
-    result: dict[str, Any] = {
-        "judged_on": "mean over seeds, F1 at the threshold chosen on training labels",
+    return {
         "adapter_share_percent_max": max(share, new_share),
         "adapter_share_le_8pct": max(share, new_share) <= 8.0,
         "f1_ratio_canet_adapters_vs_per_domain_finetune": ratio,
@@ -386,6 +430,10 @@ def targets(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, An
         "f1_gain_over_shared_points": gain,
         "f1_gain_ge_5_on_differing_policies": all(v >= 5 for v in gain.values()),
     }
+
+
+def _new_dataset_targets(summary: dict[str, Any], result: dict[str, Any]) -> None:
+    low = [row for row in summary["new_domain"] if row["fraction"] <= 0.10]
     for arm in NEW_ARMS[1:]:
         result[f"{arm}_minus_finetune_f1_at_le_10pct"] = {
             f"{100 * row['fraction']:g}%": row[arm]["f1_tuned"]["mean"]
@@ -395,9 +443,10 @@ def targets(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, An
             for row in low)
         result[f"{arm}_step_over_finetune_step"] = summary["step_ratio"][arm]["mean"]
         result[f"{arm}_step_le_0.6x"] = summary["step_ratio"][arm]["mean"] <= 0.6
-        result[f"{arm}_step_over_finetune_step_by_backbone"] = {
-            row["backbone"]: row["step_ratio"][arm] for row in summary["step_ratio_by_backbone"]}
-    return result
+        if summary.get("step_ratio_by_backbone"):
+            result[f"{arm}_step_over_finetune_step_by_backbone"] = {
+                row["backbone"]: row["step_ratio"][arm]
+                for row in summary["step_ratio_by_backbone"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -406,6 +455,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (3; quick 2)")
     parser.add_argument("--workers", type=int, default=3, help="parallel seed processes")
+    parser.add_argument("--backbone", default="resnet18-tiny", choices=list(DECODER_CHANNELS),
+                        help="CANet encoder (the full run uses resnet18-tiny)")
+    parser.add_argument("--new-dataset-only", action="store_true",
+                        help="only the joint CANet and the fourth-dataset arms (writes "
+                             "change_domains_<backbone>.json)")
     args = parser.parse_args(argv)
     seeds = [args.seed + k for k in range(args.seeds or (2 if args.quick else 3))]
     t0 = time.perf_counter()
@@ -415,13 +469,16 @@ def main(argv: list[str] | None = None) -> None:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(seeds))),
                              mp_context=context) as pool:
-        runs = list(pool.map(run_seed, seeds, [args.quick] * len(seeds)))
+        runs = list(pool.map(run_seed, seeds, [args.quick] * len(seeds),
+                             [args.backbone] * len(seeds),
+                             [args.new_dataset_only] * len(seeds)))
         cfg = _scale(args.quick)
-        by_backbone = list(pool.map(backbone_step_ratios, list(TIMING_BACKBONES),
-                                    [cfg["size"]] * len(TIMING_BACKBONES),
-                                    [cfg["timing_steps"]] * len(TIMING_BACKBONES)))
+        by_backbone = [] if args.new_dataset_only else list(pool.map(
+            backbone_step_ratios, TIMING_BACKBONES, [cfg["size"]] * len(TIMING_BACKBONES),
+            [cfg["timing_steps"]] * len(TIMING_BACKBONES)))
     summary = aggregate(runs)
     summary["step_ratio_by_backbone"] = by_backbone
+    summary["backbone"] = args.backbone
     goal = targets(summary, runs)
     payload = {
         "scale": {
@@ -430,7 +487,10 @@ def main(argv: list[str] | None = None) -> None:
             "joint_steps": cfg["joint_steps"], "per_dataset_steps": cfg["domain_steps"],
             "new_dataset_steps": cfg["adapt_steps"], "timing_steps": cfg["timing_steps"],
             "seeds": seeds, "workers": args.workers,
-            "backbone": "resnet18-tiny (timm resnet18, channels 16-128, deep stem 8)",
+            "backbone": args.backbone + (" (timm resnet18, channels 16-128, deep stem 8)"
+                                         if args.backbone == "resnet18-tiny" else ""),
+            "decoder_channels": list(DECODER_CHANNELS[args.backbone]),
+            "new_dataset_only": args.new_dataset_only,
             "adapter": ADAPTER,
             "threads_per_worker": 1, "quick": args.quick,
             "test_change_pixels": {d: int(np.mean([
@@ -469,7 +529,8 @@ def main(argv: list[str] | None = None) -> None:
     for key, ok in goal.items():
         if isinstance(ok, bool) and not ok:
             notes.append(f"target not met: {key}")
-    write_results("change_domains", payload, _figure(summary, goal), out_dir=args.out)
+    name = f"change_domains_{args.backbone}" if args.new_dataset_only else "change_domains"
+    write_results(name, payload, _figure(summary, goal), out_dir=args.out)
     print(f"done in {payload['seconds']:.0f} s; targets: {goal}")
 
 
@@ -481,10 +542,11 @@ def _figure(summary: dict[str, Any], goal: dict[str, Any]) -> Any:
 
     fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(17, 4.8),
                                      gridspec_kw={"width_ratios": [2.2, 1.4, 1.1]})
-    width = 0.8 / len(METHODS)
-    for k, method in enumerate(METHODS):
+    methods = [m for m in METHODS if m in summary["methods"]]
+    width = 0.8 / len(methods)
+    for k, method in enumerate(methods):
         stats = [summary["methods"][method][d]["f1_tuned"] for d in JOINT]
-        offset = (k - (len(METHODS) - 1) / 2) * width
+        offset = (k - (len(methods) - 1) / 2) * width
         ax.bar(np.arange(len(JOINT)) + offset, [s["mean"] for s in stats], width,
                yerr=[s["std"] for s in stats], capsize=2, label=method)
     ax.set_xticks(range(len(JOINT)), JOINT)
@@ -509,7 +571,7 @@ def _figure(summary: dict[str, Any], goal: dict[str, Any]) -> Any:
     bx.legend(fontsize=8)
     ratio = summary["step_ratio"]
     arms = NEW_ARMS[1:]
-    bars = [("resnet18-tiny (quality runs)", [ratio[a]["mean"] for a in arms],
+    bars = [(f"{summary['backbone']} (quality runs)", [ratio[a]["mean"] for a in arms],
              [ratio[a]["std"] for a in arms])]
     bars += [(f"{row['backbone']} (timing only)", [row["step_ratio"][a] for a in arms], None)
              for row in summary["step_ratio_by_backbone"]]
