@@ -290,16 +290,22 @@ def _ablations(seed: int, cfg: dict[str, Any], out: dict[str, Any], stage: Any,
 
 
 def step_times(arms: dict[str, Any], loader: Any, steps: int, pos_weight: float,
-               lr: float) -> dict[str, float]:
+               lr: float, device: str = "cpu", amp_dtype: Any = None) -> dict[str, float]:
     """Median train-step seconds of each model, interleaved step by step on the same batches.
 
     Each model is set up as in training (shared BN frozen, the new dataset's BN as its
-    placement says); 3 warm-up steps are not counted.
+    placement says); 3 warm-up steps are not counted. ``device`` ``"cuda"`` times on a GPU
+    (synchronised around each step); ``amp_dtype`` (e.g. ``torch.bfloat16``) runs the forward
+    pass under autocast.
     """
     import torch
 
     from eokit.change.task import _freeze_shared_bn, change_loss
 
+    where = torch.device(device)
+    sync = torch.cuda.synchronize if where.type == "cuda" else (lambda: None)
+    for model in arms.values():
+        model.to(where)
     optimizers = {arm: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr)
                   for arm, m in arms.items()}
     for model in arms.values():
@@ -313,13 +319,17 @@ def step_times(arms: dict[str, Any], loader: Any, steps: int, pos_weight: float,
         except StopIteration:
             batches = iter(loader)
             batch = next(batches)
+        image_a, image_b, mask = (batch[k].to(where) for k in ("image_a", "image_b", "mask"))
         for arm, model in arms.items():
+            sync()
             tick = time.perf_counter()
-            logits = model(batch["image_a"], batch["image_b"], domain=NEW)
-            loss = change_loss(logits, batch["mask"], pos_weight=pos_weight)
+            with torch.autocast(where.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(image_a, image_b, domain=NEW)
+            loss = change_loss(logits.float(), mask, pos_weight=pos_weight)
             optimizers[arm].zero_grad(set_to_none=True)
             loss.backward()
             optimizers[arm].step()
+            sync()
             if step >= 3:
                 times[arm].append(time.perf_counter() - tick)
     return {arm: float(np.median(v)) for arm, v in times.items()}
@@ -332,15 +342,19 @@ DECODER_CHANNELS = {"resnet18-tiny": (64, 32, 24, 16, 16), "resnet18-small": (64
 TIMING_BACKBONES = ("resnet18-small", "resnet18")
 
 
-def backbone_step_ratios(backbone: str, size: int, steps: int, seed: int = 0) -> dict[str, Any]:
+def backbone_step_ratios(backbone: str, size: int, steps: int, seed: int = 0,
+                         device: str = "cpu", amp_dtype: Any = None, batch: int = 8
+                         ) -> dict[str, Any]:
     """Step time of each adapt placement relative to full fine-tuning for one backbone.
 
     An untrained CANet of that backbone (timing does not depend on the weights) with a fourth
-    dataset; every arm on the same simulated batches of ``size`` px, interleaved.
+    dataset; every arm on the same simulated batches of ``size`` px, interleaved. On the CPU
+    torch runs one thread (as the benchmark's worker processes do).
     """
     import torch
 
-    torch.set_num_threads(1)
+    if device == "cpu":
+        torch.set_num_threads(1)
     from torch.utils.data import DataLoader
 
     from eokit.change.data import ChangeDataset, collate_pairs, simulated_pairs
@@ -357,10 +371,10 @@ def backbone_step_ratios(backbone: str, size: int, steps: int, seed: int = 0) ->
         if arm == "full_finetune":
             model.requires_grad_(True)
         arms[arm] = model
-    data = ChangeDataset(simulated_pairs(NEW, count=8, size=size, seed=seed), domain=3)
-    loader = DataLoader(data, batch_size=8, collate_fn=collate_pairs)
-    seconds = step_times(arms, loader, steps, 2.0, 2e-3)
-    return {"backbone": backbone, "image_px": size, "batch": 8, "steps": steps,
+    data = ChangeDataset(simulated_pairs(NEW, count=batch, size=size, seed=seed), domain=3)
+    loader = DataLoader(data, batch_size=batch, collate_fn=collate_pairs)
+    seconds = step_times(arms, loader, steps, 2.0, 2e-3, device=device, amp_dtype=amp_dtype)
+    return {"backbone": backbone, "image_px": size, "batch": batch, "steps": steps,
             "parameters": sum(p.numel() for p in base.parameters()),
             "encoder_parameters": sum(p.numel() for p in base.base.encoder.parameters()),
             "step_seconds": seconds,

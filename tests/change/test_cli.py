@@ -90,6 +90,51 @@ def test_predict_bad_inputs_one_line_errors_nothing_written(
     assert not (out / "change_probability.tif").exists()
 
 
+
+def test_predict_and_evaluate_on_a_missing_gpu_fail_before_writing(
+    tmp_path, model_file, pair_files, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "gpu"
+    code, _, err = _run(["change", "predict", str(pair_files["A"]), str(pair_files["B"]),
+                         "--checkpoint", str(model_file), "--domain", "sim_buildings",
+                         "-o", str(out), "--device", "cuda"], capsys)
+    assert code == 2 and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    root = tmp_path / "levir"
+    write_change_dataset(root, count=3, size=32, seed=1)
+    code, _, err = _run(["change", "evaluate", str(root), "--checkpoint", str(model_file),
+                         "--domain", "sim_buildings", "-o", str(out), "--device", "cuda:1"],
+                        capsys)
+    assert code == 2 and "no CUDA GPU" in err and not out.exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_predict_and_evaluate_on_cuda_match_cpu(tmp_path, model_file, pair_files, capsys):
+    probabilities, metrics = {}, {}
+    root = tmp_path / "levir"
+    write_change_dataset(root, count=3, size=32, seed=1)
+    for device in ("cpu", "cuda"):
+        out = tmp_path / device
+        code, _, err = _run(["change", "predict", str(pair_files["A"]), str(pair_files["B"]),
+                             "--checkpoint", str(model_file), "--domain", "sim_buildings",
+                             "-o", str(out), "--tile", "48", "--overlap", "8",
+                             "--device", device], capsys)
+        assert code == 0, err
+        with rasterio.open(out / "change_probability.tif") as src:
+            probabilities[device] = src.read(1)
+        code, _, err = _run(["change", "evaluate", str(root), "--checkpoint", str(model_file),
+                             "--domain", "sim_buildings", "-o", str(out / "ev"),
+                             "--device", device], capsys)
+        assert code == 0, err
+        metrics[device] = json.loads((out / "ev" / "metrics.json").read_text())
+    np.testing.assert_allclose(probabilities["cuda"], probabilities["cpu"], atol=1e-3)
+    assert abs(metrics["cuda"]["f1"] - metrics["cpu"]["f1"]) < 0.01
+
+
 def test_evaluate_on_levir_layout(tmp_path, model_file, capsys):
     root = tmp_path / "levir"
     write_change_dataset(root, count=3, size=32, seed=1)

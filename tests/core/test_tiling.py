@@ -9,7 +9,13 @@ from torch import nn
 from eokit.core import raster as raster_module
 from eokit.core.errors import InputError
 from eokit.core.raster import read_raster
-from eokit.core.tiling import axis_weights, plan_windows, predict_array, predict_raster
+from eokit.core.tiling import (
+    axis_weights,
+    plan_windows,
+    predict_array,
+    predict_raster,
+    resolve_device,
+)
 
 
 def small_net(in_channels: int = 3, out_channels: int = 4, seed: int = 0) -> nn.Module:
@@ -390,3 +396,48 @@ def test_no_sliver_band_at_the_right_edge():
     assert [(b.out_start, b.out_stop) for b in bands] == [(0, 512), (512, 1100)]
     cols = sorted({w[1] for w in plan_windows(64, 1300, tile=64, overlap=16)})
     assert len(_plan_bands(1300, cols, 64, 512)) == 3
+
+
+# ------------------------------------------------------------------------------------ devices
+
+
+def test_resolve_device_names_and_one_line_errors(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(InputError, match="no CUDA GPU") as info:
+        resolve_device("cuda")
+    assert info.value.parameter == "device" and "\n" not in str(info.value)
+    with pytest.raises(InputError, match="MPS is not available"):
+        resolve_device("mps")
+    with pytest.raises(InputError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(InputError, match="has 1 CUDA GPU"):
+        resolve_device("cuda:1")
+
+
+def test_unavailable_device_fails_before_any_output(monkeypatch, make_geotiff, tmp_path, rng):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    source = make_geotiff(rng.integers(0, 255, (3, 20, 20), dtype=np.uint8))
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        predict_raster(small_net(), [source], tmp_path / "out.tif", out_channels=4, tile=16,
+                       overlap=4, device="cuda", progress=False)
+    assert not (tmp_path / "out.tif").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_inference_matches_cpu_and_restores_the_model(make_geotiff, tmp_path, rng):
+    image = rng.integers(0, 255, (3, 90, 110), dtype=np.uint8)
+    source = make_geotiff(image)
+    model = small_net().train()
+    out = predict_raster(model, [source], tmp_path / "gpu.tif", out_channels=4, tile=40,
+                         overlap=16, batch_size=2, progress=False, device="cuda")
+    np.testing.assert_allclose(read_raster(out).data, whole(model, image), atol=1e-3)
+    assert next(model.parameters()).device.type == "cpu" and model.training

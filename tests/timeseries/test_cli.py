@@ -13,7 +13,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "timeseries" / "pretr
 
 
 @pytest.mark.slow
-def test_cli_pipeline(tmp_path, run_cli):
+def test_cli_pipeline(tmp_path, run_cli, monkeypatch):
     sim = tmp_path / "sim"
     code, out, err = run_cli(["timeseries", "simulate", str(sim), "--size", "16", "--years", "1",
                              "--seed", "2"])
@@ -92,6 +92,15 @@ def test_cli_pipeline(tmp_path, run_cli):
                              str(sim / "landcover.tif"), "--classes", "none,forest",
                              "--out", str(tmp_path / "ft2")])
     assert code == 2 and "outside the 2 classes" in err and len(err.splitlines()) == 1
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for command in ("predict", "forecast"):
+        code, out, err = run_cli(["timeseries", command, str(sim / "stack"), "--model",
+                                 str(run / "ft" / "model.safetensors"), "--device", "cuda",
+                                 "--out", str(tmp_path / "m3")])
+        assert code == 2 and "no CUDA GPU" in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "m3").exists()
 
 
 def test_cli_presto_regression(tmp_path, run_cli):

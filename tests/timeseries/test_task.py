@@ -211,3 +211,22 @@ def test_forest_change_dates():
     becomes, stops = forest_change_dates(prob, valid, persistence=2)
     assert becomes.tolist() == [4, -1, -1, 6]
     assert stops.tolist() == [-1, 6, -1, -1]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_inference_on_cuda_matches_cpu(pretrained, tmp_path):
+    import copy
+
+    data, backbone, _ = pretrained
+    labelled = data.subset(np.arange(12))
+    model, _ = finetune(copy.deepcopy(backbone), labelled, labelled.targets, tmp_path,
+                        class_names=["x", "y"], epochs=1, batch_size=4, progress=False)
+    expected = (predict_series(model, data), embed_series(model.backbone, data),
+                forecast_series(model.backbone, data, 3)[0])
+    model.to("cuda")
+    got = (predict_series(model, data), embed_series(model.backbone, data),
+           forecast_series(model.backbone, data, 3)[0])
+    for cpu, gpu in zip(expected, got, strict=True):
+        assert np.array_equal(np.isnan(cpu), np.isnan(gpu))
+        np.testing.assert_allclose(gpu, cpu, atol=2e-3, equal_nan=True)

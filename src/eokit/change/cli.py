@@ -258,6 +258,11 @@ def _tune_thresholds(model: Any, train: list[Any], *, only: str | None) -> None:
                     model.thresholds[name])
 
 
+_DEVICE_OPTION = click.option(
+    "--device", default="cpu", show_default=True,
+    help="Inference device: cpu, cuda, cuda:N, mps or auto (first GPU if any).")
+
+
 @click.group()
 def change() -> None:
     """Change detection across datasets: CANet with per-dataset BN, adapters and ICM."""
@@ -372,6 +377,7 @@ def _load(checkpoint: Path, adapters: tuple[Path, ...]) -> Any:
 @click.option("--tile", type=int, default=512, show_default=True)
 @click.option("--overlap", type=int, default=64, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
+@_DEVICE_OPTION
 def predict(
     image_a: Path,
     image_b: Path,
@@ -385,6 +391,7 @@ def predict(
     tile: int,
     overlap: int,
     batch_size: int,
+    device: str,
 ) -> None:
     """Change probability + binary change COGs (georeferenced like A) and an HTML report."""
     from eokit.change.predict import predict_pair
@@ -394,7 +401,7 @@ def predict(
     threshold = model.threshold_of(domain) if threshold is None else threshold
     result = predict_pair(
         model, image_a, image_b, out_dir, domain=domain, label=label, label_mode=label_mode,
-        threshold=threshold, tile=tile, overlap=overlap, batch_size=batch_size,
+        threshold=threshold, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
         command=_command_line(),
     )
     click.echo(f"probability: {result['probability']}")
@@ -421,6 +428,7 @@ def predict(
               help="Change threshold (default: the dataset's, chosen on its training labels, "
                    "else 0.5).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@_DEVICE_OPTION
 def evaluate(
     dataset: Path,
     checkpoint: Path,
@@ -431,14 +439,17 @@ def evaluate(
     label_mode: str,
     threshold: float | None,
     out_dir: Path,
+    device: str,
 ) -> None:
     """Global change metrics of a model on a dataset folder (metrics.json + report.html)."""
     from eokit.change.data import ChangeDataset, find_pairs
     from eokit.change.task import evaluate as evaluate_model
     from eokit.core.report import Report
+    from eokit.core.tiling import resolve_device
 
     model = _load(checkpoint, adapters)
     model.domain_index(domain)
+    model.to(resolve_device(device))
     threshold = model.threshold_of(domain) if threshold is None else threshold
     pairs = find_pairs(dataset, split if layout != "whu" else None, layout)
     data = ChangeDataset(pairs, label_mode=label_mode, bands=model.in_channels)

@@ -66,6 +66,7 @@ def predict_pair(
     tile: int = 512,
     overlap: int = 64,
     batch_size: int = 4,
+    device: str = "cpu",
     progress: bool = True,
     report: bool = True,
     command: str | None = None,
@@ -88,6 +89,8 @@ def predict_pair(
         tile: Inference window size in pixels.
         overlap: Window overlap in pixels.
         batch_size: Windows per forward pass.
+        device: Torch device for inference (``"cpu"``, ``"cuda"``, ``"auto"``...); the model is
+            moved there for the run and back afterwards.
         progress: Show a progress bar.
         report: Write ``report.html``.
         command: Command line recorded in the report.
@@ -102,10 +105,11 @@ def predict_pair(
         raster_info,
         read_raster,
     )
-    from eokit.core.tiling import plan_windows, predict_raster
+    from eokit.core.tiling import plan_windows, predict_raster, resolve_device
 
     if not 0.0 < threshold < 1.0:
         raise InputError(f"must be between 0 and 1, got {threshold}", parameter="threshold")
+    device = str(resolve_device(device))
     index = model.domain_index(domain)
     grid_a, count_a, _ = raster_info(image_a)
     grid_b, count_b, _ = raster_info(image_b)
@@ -143,6 +147,7 @@ def predict_pair(
         cog=True,
         band_names=["change_probability"],
         progress=progress,
+        device=device,
     )
     full_label = read_label(Path(label), label_mode) if label is not None else None
     matrix = ConfusionMatrix(2, ignore_index=IGNORE_INDEX) if label is not None else None

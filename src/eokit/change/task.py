@@ -129,6 +129,14 @@ def positive_weight(dataset: Any, *, max_weight: float = 10.0) -> float:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def _probability(model: CANet, batch: dict[str, Any]) -> torch.Tensor:
+    """(B, H, W) change probability on the CPU, computed on the device the model is on."""
+    device = next(model.parameters()).device
+    logits = model(batch["image_a"].to(device), batch["image_b"].to(device))
+    return torch.sigmoid(logits.float())[:, 0].cpu()
+
+
 def change_probabilities(
     model: CANet, dataset: Any, *, domain: str | int, batch_size: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -148,7 +156,7 @@ def change_probabilities(
     probabilities, labels = [], []
     try:
         for batch in loader:
-            probability = torch.sigmoid(model(batch["image_a"], batch["image_b"]))[:, 0]
+            probability = _probability(model, batch)
             keep = batch["valid"] & (batch["mask"] != IGNORE_INDEX)
             probabilities.append(probability[keep].numpy())
             labels.append(batch["mask"][keep].numpy())
@@ -242,7 +250,7 @@ def evaluate(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_pairs)
     try:
         for batch in loader:
-            probability = torch.sigmoid(model(batch["image_a"], batch["image_b"]))[:, 0]
+            probability = _probability(model, batch)
             prediction = (probability > threshold).long()
             matrix.update(prediction, batch["mask"], valid=batch["valid"])
     finally:

@@ -52,6 +52,42 @@ _PREFETCH_STRIPS = 2
 # --------------------------------------------------------------------------------------------
 
 
+def resolve_device(name: str) -> torch.device:
+    """Torch device for inference from a user setting, with a one-line error if it is missing.
+
+    ``"auto"`` picks the first CUDA GPU when there is one, else Apple's ``mps``, else the CPU;
+    ``"cpu"``, ``"cuda"``, ``"cuda:N"`` and ``"mps"`` must exist on this machine.
+    """
+    import torch
+
+    text = str(name).strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps",
+                         parameter="device") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"{name!r} asked for, but this machine has no CUDA GPU (torch "
+                             f"{torch.__version__}); use --device cpu", parameter="device")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"{name!r} asked for, but this machine has {count} CUDA GPU(s)",
+                             parameter="device")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"{name!r} asked for, but MPS is not available here", parameter="device")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps",
+                         parameter="device")
+    return device
+
+
 def _check_tiling(tile: int, overlap: int, batch_size: int = 1) -> None:
     if int(tile) != tile or tile < 1:
         raise InputError(f"must be a positive integer, got {tile}", parameter="tile")
@@ -439,6 +475,8 @@ def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
     valid_pixels = 0
     is_module = isinstance(model, torch.nn.Module)
     was_training = bool(model.training) if is_module else False
+    first = next(model.parameters(), None) if is_module else None
+    home = first.device if first is not None else None
     if is_module:
         model.to(device)
         model.eval()
@@ -520,6 +558,8 @@ def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
         source.close()
         if is_module and was_training:
             model.train()
+        if is_module and home is not None and home != device:
+            model.to(home)
     return valid_pixels
 
 
@@ -591,7 +631,7 @@ def _settings(
         overlap=int(overlap),
         batch_size=int(batch_size),
         blend=blend,
-        device=device,
+        device=str(resolve_device(device)),
         preprocess=preprocess or _default_preprocess,
         postprocess=postprocess,
         out_dtype=dtype,
@@ -649,7 +689,8 @@ def predict_raster(
         >>> predict_raster(net, ["scene.tif"], "probability.tif", out_channels=8)  # doctest: +SKIP
 
     Args:
-        model: ``nn.Module`` (moved to ``device``, put in eval mode, restored afterwards) or any
+        model: ``nn.Module`` (moved to ``device`` and put in eval mode for the run; its device
+            and mode are restored afterwards) or any
             callable returning (B, out_channels, h, w).
         inputs: One path or a sequence of paths on the same grid.
         output: Output GeoTIFF path (checked for writability before any work).
@@ -660,7 +701,7 @@ def predict_raster(
         preprocess: Per window: list of (C, h, w) arrays (one per input) -> list of tensors.
         out_dtype: Output dtype (floats are rounded and clipped for integer dtypes).
         cog: Write a Cloud-Optimized GeoTIFF (else a tiled GeoTIFF without overviews).
-        device: Torch device for the model inputs.
+        device: Torch device for the model and its inputs (see :func:`resolve_device`).
         blend: "cosine", "linear" or "none".
         band_names: Output band descriptions.
         progress: Show a tqdm progress bar.
@@ -788,7 +829,7 @@ def predict_array(
         overlap: Overlap between windows.
         batch_size: Windows per model call.
         preprocess: Per window: list of (C, h, w) arrays -> list of tensors.
-        device: Torch device.
+        device: Torch device (see :func:`resolve_device`).
         blend: "cosine", "linear" or "none".
         valid: Optional (H, W) bool mask (default: finite in every input).
         postprocess: Applied to each finished float32 block (see :func:`predict_raster`).

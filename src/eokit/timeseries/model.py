@@ -577,7 +577,8 @@ class PixelSeriesTransformer(nn.Module):
             series = torch.cat((series, raw[:, None]), dim=1)
             doy = torch.cat((doy, torch.remainder(doy[:, -1:] + step - 1.0, 365.25) + 1.0), dim=1)
             valid = torch.cat((valid, torch.ones_like(valid[:, :1])), dim=1)
-        offsets = step * torch.arange(1, n_steps + 1, dtype=torch.float32)[None]
+        offsets = step * torch.arange(1, n_steps + 1, dtype=torch.float32,
+                                      device=step.device)[None]
         return torch.stack(outputs, dim=1), offsets
 
 

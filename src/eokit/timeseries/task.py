@@ -599,6 +599,16 @@ def compute_summary(pretraining: dict[str, Any] | ComputeAccount | None,
 
 
 # -- inference ------------------------------------------------------------------------------
+def _device_of(module: nn.Module) -> torch.device:
+    """The device of a model's weights (inference inputs are moved there)."""
+    return next(module.parameters()).device
+
+
+def _on(device: torch.device, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return series.to(device), doy.to(device), valid.to(device)
+
+
 def _batches(n: int, batch_size: int, progress: bool, desc: str) -> Any:
     from tqdm.auto import tqdm
 
@@ -614,9 +624,10 @@ def predict_series(model: FineTunedSeriesModel, data: SeriesData, *, batch_size:
     Pixels without any valid observation get NaN (callers write nodata there).
     """
     _check_bands(model.backbone, data)
+    device = _device_of(model)
     series, doy, valid = data.tensors()
-    parts = [model.predict(series[i:i + batch_size], doy[i:i + batch_size],
-                           valid[i:i + batch_size]).numpy()
+    parts = [model.predict(*_on(device, series[i:i + batch_size], doy[i:i + batch_size],
+                                valid[i:i + batch_size])).float().cpu().numpy()
              for i in _batches(len(data), batch_size, progress, "predict")]
     out = np.concatenate(parts).astype(np.float32)
     out[~data.has_observation] = np.nan
@@ -631,9 +642,11 @@ def embed_series(backbone: PixelSeriesTransformer, data: SeriesData, *, batch_si
     ``dtype="bfloat16"`` and ``workers`` are passed to :meth:`PixelSeriesTransformer.embed`.
     """
     _check_bands(backbone, data)
+    device = _device_of(backbone)
     series, doy, valid = data.tensors()
-    parts = [backbone.embed(series[i:i + batch_size], doy[i:i + batch_size],
-                            valid[i:i + batch_size], dtype=dtype, workers=workers).numpy()
+    parts = [backbone.embed(*_on(device, series[i:i + batch_size], doy[i:i + batch_size],
+                                 valid[i:i + batch_size]), dtype=dtype, workers=workers
+                            ).float().cpu().numpy()
              for i in _batches(len(data), batch_size, progress, "embed")]
     out = np.concatenate(parts)
     out[~data.has_observation] = np.nan
@@ -656,10 +669,12 @@ def forecast_series(backbone: PixelSeriesTransformer, data: SeriesData, n_steps:
         gaps = np.diff(data.dates.astype("datetime64[D]")).astype(np.int64)
         step_days = float(max(1, int(np.median(gaps))))
     parts = []
+    device = _device_of(backbone)
     for i in _batches(len(data), batch_size, progress, "forecast"):
-        values, _ = backbone.forecast(series[i:i + batch_size], doy[i:i + batch_size],
-                                      valid[i:i + batch_size], n_steps, step_days=step_days)
-        parts.append(values.numpy())
+        values, _ = backbone.forecast(*_on(device, series[i:i + batch_size],
+                                           doy[i:i + batch_size], valid[i:i + batch_size]),
+                                      n_steps, step_days=step_days)
+        parts.append(values.float().cpu().numpy())
     out = np.concatenate(parts).astype(np.float32)
     out[~data.has_observation] = np.nan
     future = None
