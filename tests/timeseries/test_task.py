@@ -230,3 +230,17 @@ def test_inference_on_cuda_matches_cpu(pretrained, tmp_path):
     for cpu, gpu in zip(expected, got, strict=True):
         assert np.array_equal(np.isnan(cpu), np.isnan(gpu))
         np.testing.assert_allclose(gpu, cpu, atol=2e-3, equal_nan=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_augmented_pretraining_on_cuda(tmp_path, precision):
+    data = _data()
+    backbone, account = pretrain(data, tmp_path, size="tiny", epochs=2, batch_size=16,
+                                 progress=False, config_overrides={"max_len": 32}, augment=True,
+                                 trainer_overrides={"accelerator": "gpu", "devices": 1,
+                                                    "precision": precision})
+    assert account.tokens > 0 and np.isfinite(account.flops)
+    series, doy, valid = data.tensors()
+    assert torch.isfinite(backbone.embed(series, doy, valid)).all()

@@ -95,7 +95,8 @@ def augment_series(series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor,
     start = min(start, max(length - 2, 0))
     series, doy, valid = series[:, start:], doy[:, start:], valid[:, start:]
     if drop > 0:
-        keep = torch.rand(valid.shape, generator=generator) >= drop
+        # Drawn on the CPU (the generator's device), then moved next to the batch.
+        keep = (torch.rand(valid.shape, generator=generator) >= drop).to(valid.device)
         valid = valid.to(torch.bool) & keep
     return series, doy, valid
 
