@@ -20,6 +20,10 @@ GPU and without that flag the script says so and exits 0). Sections:
    ``predict --device``, with the GPU maps compared to the CPU maps.
 
     python benchmarks/core_gpu.py [--quick] [--device cuda|cpu]
+    python benchmarks/core_gpu.py --figure-from results/core_gpu.json   # redraw only
+
+The JSON is rewritten after every section, so a run stopped early keeps what it measured
+(``--figure-from`` then lists the sections it lacks under ``missing_sections``).
 """
 
 from __future__ import annotations
@@ -362,36 +366,59 @@ def cli_end_to_end(torch: Any, device: str, quick: bool, seed: int) -> dict[str,
     return out
 
 
+SECTIONS = ("agreement", "cli", "timeseries_embed", "timeseries_pretrain", "change_lightning",
+            "change_step_ratio")
+
+
+def _measured(result: dict[str, Any], key: str) -> bool:
+    return isinstance(result.get(key), list) and bool(result[key])
+
+
 def _figure(result: dict[str, Any]) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    rows = result["change_lightning"]
-    axes[0].bar([r["precision"] for r in rows], [r["pairs_per_s"] for r in rows],
-                color="tab:blue")
-    axes[0].set_ylabel("image pairs / s")
-    axes[0].set_title(f"CANet resnet18 training ({rows[0]['image_px']} px, batch "
-                      f"{rows[0]['batch']})")
-    ratios = result["change_step_ratio"]
-    labels = [f"{r['backbone']}\n{r['dtype']}" for r in ratios]
-    x = np.arange(len(ratios))
-    for k, arm in enumerate(("adapt", "adapt_decoder", "adapt_finest")):
-        axes[1].bar(x + (k - 1) * 0.27, [r["step_ratio"][arm] for r in ratios], 0.27, label=arm)
-    axes[1].axhline(0.6, color="k", ls="--", lw=1, label="target 0.6x")
-    axes[1].set_xticks(x, labels, fontsize=8)
-    axes[1].set_ylabel("step time / full fine-tune step")
-    axes[1].set_title("adapter step time ratio on the GPU")
-    axes[1].legend(fontsize=8)
-    embed = result["timeseries_embed"]
-    axes[2].bar([f"{r['size']}\n{r['dtype']}" for r in embed],
-                [r["series_per_s"] for r in embed], color="tab:green")
-    axes[2].set_yscale("log")
-    axes[2].set_ylabel("pixel series / s (log)")
-    axes[2].set_title(f"time-series embedding ({EMBED_DATES} dates)")
-    fig.suptitle(f"eokit on {result['device_name']}")
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.4))
+    for ax, key in zip(axes, ("change_lightning", "change_step_ratio", "timeseries_pretrain",
+                              "timeseries_embed"), strict=True):
+        if not _measured(result, key):
+            ax.text(0.5, 0.5, f"{key}:\nnot measured in this run", ha="center", va="center")
+            ax.set_axis_off()
+    if _measured(result, "change_lightning"):
+        rows = result["change_lightning"]
+        axes[0].bar([r["precision"] for r in rows], [r["pairs_per_s"] for r in rows],
+                    color="tab:blue")
+        axes[0].set_ylabel("image pairs / s")
+        axes[0].set_title(f"CANet resnet18 training, Lightning\n({rows[0]['image_px']} px, batch "
+                          f"{rows[0]['batch']})")
+    if _measured(result, "change_step_ratio"):
+        ratios = result["change_step_ratio"]
+        x = np.arange(len(ratios))
+        for k, arm in enumerate(("adapt", "adapt_decoder", "adapt_finest")):
+            axes[1].bar(x + (k - 1) * 0.27, [r["step_ratio"][arm] for r in ratios], 0.27,
+                        label=arm)
+        axes[1].axhline(0.6, color="k", ls="--", lw=1, label="target 0.6x")
+        axes[1].set_xticks(x, [f"{r['backbone']}\n{r['dtype']}" for r in ratios], fontsize=8)
+        axes[1].set_ylabel("step time / full fine-tune step")
+        axes[1].set_title("adapter step time ratio")
+        axes[1].legend(fontsize=8)
+    if _measured(result, "timeseries_pretrain"):
+        rows = result["timeseries_pretrain"]
+        axes[2].bar([f"{r['size']}\n{r['precision']}" for r in rows],
+                    [r["tokens_per_s"] for r in rows], color="tab:orange")
+        axes[2].set_yscale("log")
+        axes[2].set_ylabel("tokens / s (log)")
+        axes[2].set_title("time-series pretraining, Lightning")
+    if _measured(result, "timeseries_embed"):
+        rows = result["timeseries_embed"]
+        axes[3].bar([f"{r['size']}\n{r['dtype']}" for r in rows],
+                    [r["series_per_s"] for r in rows], color="tab:green")
+        axes[3].set_yscale("log")
+        axes[3].set_ylabel("pixel series / s (log)")
+        axes[3].set_title(f"time-series embedding ({EMBED_DATES} dates)")
+    fig.suptitle(f"eokit on {result['device_name']} (torch {result['torch']})")
     fig.tight_layout()
     return fig
 
@@ -401,7 +428,15 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test)")
+    parser.add_argument("--figure-from", type=Path, default=None,
+                        help="redraw the figure of an earlier run's JSON (measures nothing)")
     args = parser.parse_args(argv)
+    if args.figure_from is not None:
+        result = json.loads(args.figure_from.read_text())
+        result["missing_sections"] = [k for k in SECTIONS if k not in result]
+        write_results("core_gpu", {k: v for k, v in result.items() if k != "benchmark"},
+                      _figure(result), out_dir=args.out)
+        return
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -417,11 +452,11 @@ def main(argv: list[str] | None = None) -> None:
                               "device_name": name, "torch": torch.__version__,
                               "cuda": torch.version.cuda, "timings_s": {}}
     result["notes"] = NOTES
-    sections = [("agreement", agreement), ("cli", cli_end_to_end),
-                ("timeseries_embed", timeseries_embed),
-                ("timeseries_pretrain", timeseries_pretrain),
-                ("change_lightning", change_lightning), ("change_step_ratio", change_step_ratio)]
-    for key, function in sections:
+    functions = {"agreement": agreement, "cli": cli_end_to_end,
+                 "timeseries_embed": timeseries_embed, "timeseries_pretrain": timeseries_pretrain,
+                 "change_lightning": change_lightning, "change_step_ratio": change_step_ratio}
+    for key in SECTIONS:
+        function = functions[key]
         start = time.perf_counter()
         try:
             result[key] = function(torch, args.device, args.quick, args.seed)
@@ -431,10 +466,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{key}: {result['timings_s'][key]:.1f} s {json.dumps(result[key])[:1500]}",
               flush=True)
         write_results("core_gpu", result, None, out_dir=args.out)  # partial results survive
-    complete = all("error" not in result[k] for k in ("change_lightning", "change_step_ratio",
-                                                       "timeseries_embed"))
-    json_path, _ = write_results("core_gpu", result, _figure(result) if complete else None,
-                                 out_dir=args.out)
+    result["missing_sections"] = []
+    json_path, _ = write_results("core_gpu", result, _figure(result), out_dir=args.out)
     print(f"wrote {json_path}")
 
 

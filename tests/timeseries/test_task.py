@@ -244,3 +244,19 @@ def test_augmented_pretraining_on_cuda(tmp_path, precision):
     assert account.tokens > 0 and np.isfinite(account.flops)
     series, doy, valid = data.tensors()
     assert torch.isfinite(backbone.embed(series, doy, valid)).all()
+
+
+def test_class_weights_follow_the_logits_device():
+    from eokit.timeseries.task import _classification_loss
+
+    loss = _classification_loss(torch.tensor([1.0, 3.0]))
+    # "meta" stands in for a GPU: the weights live on the CPU, the logits elsewhere.
+    value = loss(torch.randn(4, 3, 2, device="meta"),
+                 torch.zeros(4, 3, dtype=torch.long, device="meta"))
+    assert value.device.type == "meta" and value.shape == ()
+    logits = torch.randn(4, 3, 2)
+    target = torch.randint(0, 2, (4, 3))
+    weighted = torch.nn.functional.cross_entropy(logits.reshape(-1, 2), target.reshape(-1),
+                                                 weight=torch.tensor([1.0, 3.0]))
+    assert torch.allclose(loss(logits.to(torch.bfloat16), target),
+                          weighted, atol=2e-2)

@@ -342,8 +342,10 @@ def per_date_targets(targets: np.ndarray, n_dates: int, *, label_dates: str = "a
 
 def _classification_loss(weights: torch.Tensor | None) -> LossFn:
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                               weight=weights, ignore_index=IGNORE_INDEX)
+        # The class weights follow the logits to whatever device the trainer put them on.
+        weight = None if weights is None else weights.to(logits.device, torch.float32)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
+                               weight=weight, ignore_index=IGNORE_INDEX)
 
     return loss
 
