@@ -32,6 +32,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: ``--device`` of every inference command (checked by ``eokit.core.tiling.resolve_device``).
+device_option = click.option(
+    "--device", default="cpu", show_default=True,
+    help="Inference device: cpu, cuda, cuda:N, mps or auto (first GPU if any).")
+
+
 def _available(name: str) -> bool:
     """Whether a subcommand's module is installed, judged from files alone.
 

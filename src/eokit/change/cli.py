@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from eokit.cli import device_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -258,11 +260,6 @@ def _tune_thresholds(model: Any, train: list[Any], *, only: str | None) -> None:
                     model.thresholds[name])
 
 
-_DEVICE_OPTION = click.option(
-    "--device", default="cpu", show_default=True,
-    help="Inference device: cpu, cuda, cuda:N, mps or auto (first GPU if any).")
-
-
 @click.group()
 def change() -> None:
     """Change detection across datasets: CANet with per-dataset BN, adapters and ICM."""
@@ -377,7 +374,7 @@ def _load(checkpoint: Path, adapters: tuple[Path, ...]) -> Any:
 @click.option("--tile", type=int, default=512, show_default=True)
 @click.option("--overlap", type=int, default=64, show_default=True)
 @click.option("--batch-size", type=int, default=4, show_default=True)
-@_DEVICE_OPTION
+@device_option
 def predict(
     image_a: Path,
     image_b: Path,
@@ -428,7 +425,7 @@ def predict(
               help="Change threshold (default: the dataset's, chosen on its training labels, "
                    "else 0.5).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@_DEVICE_OPTION
+@device_option
 def evaluate(
     dataset: Path,
     checkpoint: Path,

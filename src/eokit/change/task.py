@@ -129,7 +129,6 @@ def positive_weight(dataset: Any, *, max_weight: float = 10.0) -> float:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def _probability(model: CANet, batch: dict[str, Any]) -> torch.Tensor:
     """(B, H, W) change probability on the CPU, computed on the device the model is on."""
     device = next(model.parameters()).device
@@ -137,6 +136,7 @@ def _probability(model: CANet, batch: dict[str, Any]) -> torch.Tensor:
     return torch.sigmoid(logits.float())[:, 0].cpu()
 
 
+@torch.no_grad()
 def change_probabilities(
     model: CANet, dataset: Any, *, domain: str | int, batch_size: int = 8
 ) -> tuple[np.ndarray, np.ndarray]:

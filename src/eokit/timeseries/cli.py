@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from eokit.cli import device_option
+
 _LAYOUT = click.Choice(["auto", "geotiff", "eopatch", "presto"])
 _TRAINER_HELP = "Extra Lightning options as --trainer.KEY VALUE (e.g. --trainer.accelerator gpu)."
 
@@ -261,9 +263,6 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
 _dtype_option = click.option(
     "--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
     help="Backbone compute dtype (bfloat16: faster on CPUs with bf16 units; ~1e-4 cosine error).")
-_device_option = click.option(
-    "--device", default="cpu", show_default=True,
-    help="Inference device: cpu, cuda, cuda:N, mps or auto (first GPU if any).")
 
 
 @timeseries.command()
@@ -280,7 +279,7 @@ _device_option = click.option(
               help="Classes counted as forest for the change maps (default: forest-like names).")
 @click.option("--rows-per-block", default=64, show_default=True)
 @_dtype_option
-@_device_option
+@device_option
 @_eopatch_options
 def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None,
             multiband: bool, labels: Path | None, label_map: str | None,
@@ -330,7 +329,7 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
               help="Days between future dates (default: median revisit).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @_dtype_option
-@_device_option
+@device_option
 @_eopatch_options
 def forecast(input_path: Path, model_path: Path, steps: int, step_days: float | None,
              out_dir: Path, dtype: str, device: str, layout: str, features: str | None,
