@@ -13,6 +13,7 @@ from eokit.change.data import (
     levir_pairs,
     read_label,
     read_pair,
+    set_loader_epoch,
     split_layout_pairs,
     whu_pairs,
 )
@@ -194,3 +195,57 @@ def test_collate_refuses_mixed_domains():
               "mask": torch.zeros(2, 2), "valid": torch.ones(2, 2, dtype=torch.bool)}
     with pytest.raises(InputError, match="mixes domains"):
         collate_pairs([{**sample, "domain": 0}, {**sample, "domain": 1}])
+
+
+def _crop_sets(size=32, count=4):
+    rng = np.random.default_rng(3)
+    return [ChangeDataset([{"image_a": rng.random((2, size, size)).astype(np.float32),
+                            "image_b": rng.random((2, size, size)).astype(np.float32),
+                            "mask": np.zeros((size, size), np.int64)} for _ in range(count)],
+                          domain=d, crop=16, augment=True, seed=0) for d in range(2)]
+
+
+def test_each_training_pass_is_a_new_epoch_of_order_and_augmentation():
+    from torch.utils.data import ConcatDataset, DataLoader
+
+    from eokit.change.task import _cycle
+
+    sets = _crop_sets()
+    sampler = DomainGroupedBatchSampler([len(s) for s in sets], 2, seed=0)
+    loader = DataLoader(ConcatDataset(sets), batch_sampler=sampler, collate_fn=collate_pairs)
+    set_loader_epoch(loader, 3)
+    assert sampler.epoch == 3 and all(s.epoch == 3 for s in sets)
+    batches = _cycle(loader)
+    per_pass = len(sampler)
+    first = [next(batches)["image_a"] for _ in range(per_pass)]
+    second = [next(batches)["image_a"] for _ in range(per_pass)]
+    assert sampler.epoch == 1  # the second pass
+    assert not all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    # Same pixels, other crops: the pair set is the same, the windows are not.
+    assert sorted(float(t.sum()) for t in first) != sorted(float(t.sum()) for t in second)
+
+
+def test_lightning_training_sees_new_augmentations_each_epoch(tmp_path):
+    import lightning
+    from torch.utils.data import ConcatDataset, DataLoader
+
+    from eokit.change.lit import ChangeTask
+    from eokit.change.model import build_canet
+
+    sets = _crop_sets()
+    sampler = DomainGroupedBatchSampler([len(s) for s in sets], 2, seed=0)
+    loader = DataLoader(ConcatDataset(sets), batch_sampler=sampler, collate_fn=collate_pairs)
+    seen: dict[int, list[float]] = {}
+
+    class Record(lightning.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):  # noqa: ANN001
+            seen.setdefault(trainer.current_epoch, []).append(float(batch["image_a"].sum()))
+
+    model = build_canet(["a", "b"], in_channels=2)
+    trainer = lightning.Trainer(max_epochs=2, accelerator="cpu", logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, use_distributed_sampler=False,
+                                default_root_dir=tmp_path, callbacks=[Record()])
+    trainer.fit(ChangeTask(model, mode="joint"), loader)
+    assert len(seen[0]) == len(seen[1]) == len(sampler)
+    assert sorted(seen[0]) != sorted(seen[1])

@@ -392,7 +392,7 @@ class ChangeDataset(Dataset):  # type: ignore[type-arg]
                 raise InputError("pair has no label; training and evaluation need one", path=name)
 
     def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation stream (called by the grouped sampler)."""
+        """Change the augmentation stream (training calls :func:`set_loader_epoch`)."""
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -445,6 +445,32 @@ def collate_pairs(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "valid": torch.stack([s["valid"] for s in samples]),
         "domain": domains.pop(),
     }
+
+
+def set_loader_epoch(loader: Any, epoch: int) -> None:
+    """Start epoch ``epoch`` of a training loader: new batch order and new augmentations.
+
+    Calls ``set_epoch`` on the loader's batch sampler and sampler and on every dataset inside it
+    (through ``ConcatDataset`` and ``Subset``). Lightning itself only reaches ``loader.sampler``
+    and ``loader.batch_sampler.sampler``, so neither :class:`DomainGroupedBatchSampler` nor
+    :class:`ChangeDataset` would see a new epoch: every pair would get the same crop, rotation
+    and flip, in the same batch order, at every epoch.
+    """
+    targets = [getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)]
+    stack = [getattr(loader, "dataset", None)]
+    while stack:
+        dataset = stack.pop()
+        if dataset is None:
+            continue
+        targets.append(dataset)
+        stack.extend(getattr(dataset, "datasets", []))
+        stack.append(getattr(dataset, "dataset", None))
+    seen: set[int] = set()
+    for target in targets:
+        set_epoch = getattr(target, "set_epoch", None)
+        if callable(set_epoch) and id(target) not in seen:
+            seen.add(id(target))
+            set_epoch(epoch)
 
 
 class DomainGroupedBatchSampler(Sampler[list[int]]):

@@ -69,7 +69,11 @@ class ChangeTask(lightning.LightningModule):
         self.val_metrics: dict[str, dict[str, float]] = {}
 
     def on_train_epoch_start(self) -> None:
-        """Keep frozen BN statistics frozen while training."""
+        """New batch order and augmentations for this epoch; frozen BN statistics stay frozen."""
+        from eokit.change.data import set_loader_epoch
+
+        # Runs before Lightning creates this epoch's iterator (epochs > 0).
+        set_loader_epoch(self.trainer.train_dataloader, self.current_epoch)
         _freeze_shared_bn(self.model)
 
     def forward(self, image_a: torch.Tensor, image_b: torch.Tensor) -> torch.Tensor:

@@ -401,7 +401,13 @@ def train_steps(
 
 
 def _cycle(batches: Iterable[dict[str, Any]]) -> Any:
+    """Endless batches; each pass over a loader is a new epoch (order and augmentations)."""
+    from eokit.change.data import set_loader_epoch
+
+    epoch = 0
     while True:
+        set_loader_epoch(batches, epoch)
+        epoch += 1
         empty = True
         for batch in batches:
             empty = False
