@@ -249,3 +249,21 @@ def test_lightning_training_sees_new_augmentations_each_epoch(tmp_path):
     trainer.fit(ChangeTask(model, mode="joint"), loader)
     assert len(seen[0]) == len(seen[1]) == len(sampler)
     assert sorted(seen[0]) != sorted(seen[1])
+
+
+def test_worker_processes_give_the_same_batches_as_the_main_process():
+    from eokit.change.cli import _loaders
+
+    sets = _crop_sets()
+    batches = {}
+    for workers in (0, 2):
+        loader, _ = _loaders(sets, [], batch_size=2, seed=0, num_workers=workers)
+        batches[workers] = []
+        for epoch in range(2):
+            set_loader_epoch(loader, epoch)
+            batches[workers] += [b["image_a"] for b in loader]
+    assert len(batches[0]) == len(batches[2]) == 8
+    assert all(torch.equal(a, b) for a, b in zip(batches[0], batches[2], strict=True))
+    assert not torch.equal(batches[0][0], batches[0][4])  # epoch 1 differs from epoch 0
+    with pytest.raises(InputError, match="train.num_workers"):
+        _loaders(sets, [], batch_size=2, seed=0, num_workers=-1)

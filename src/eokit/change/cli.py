@@ -100,16 +100,30 @@ def build_datasets(
     return out
 
 
-def _loaders(train: list[Any], val: list[Any], *, batch_size: int, seed: int) -> tuple[Any, Any]:
+def _loaders(train: list[Any], val: list[Any], *, batch_size: int, seed: int,
+             num_workers: int = 0, pin_memory: bool = False) -> tuple[Any, Any]:
+    """Grouped training batches and one validation loader per dataset.
+
+    ``num_workers`` > 0 reads and augments pairs in worker processes. Augmentations depend only
+    on (seed, epoch, pair), so workers give the same batches as the main process; workers are
+    not persistent, so each epoch's workers start from the datasets at that epoch.
+    """
     from torch.utils.data import ConcatDataset, DataLoader
 
     from eokit.change.data import DomainGroupedBatchSampler, collate_pairs
+    from eokit.core.errors import InputError
 
+    if int(num_workers) != num_workers or num_workers < 0:
+        raise InputError(f"must be an integer >= 0, got {num_workers!r}",
+                         parameter="train.num_workers")
     sampler = DomainGroupedBatchSampler([len(d) for d in train], batch_size, seed=seed,
                                         balance=True)
-    train_loader: DataLoader[Any] = DataLoader(ConcatDataset(train), batch_sampler=sampler,
-                              collate_fn=collate_pairs)
-    val_loaders = [DataLoader(d, batch_size=1, collate_fn=collate_pairs) for d in val]
+    train_loader: DataLoader[Any] = DataLoader(
+        ConcatDataset(train), batch_sampler=sampler, collate_fn=collate_pairs,
+        num_workers=int(num_workers), pin_memory=pin_memory)
+    val_loaders = [DataLoader(d, batch_size=1, collate_fn=collate_pairs,
+                              num_workers=int(num_workers), pin_memory=pin_memory)
+                   for d in val]
     return train_loader, val_loaders or None
 
 
@@ -201,9 +215,11 @@ def _run_training(
         pos_weight=pos_weight,
         placement=train_cfg.get("placement"),
     )
-    train_loader, val_loaders = _loaders(train, val, batch_size=int(train_cfg.get("batch_size", 8)),
-                                         seed=seed)
     trainer = _trainer(out_dir, config, overrides)
+    train_loader, val_loaders = _loaders(
+        train, val, batch_size=int(train_cfg.get("batch_size", 8)), seed=seed,
+        num_workers=train_cfg.get("num_workers", 0),
+        pin_memory=isinstance(trainer.accelerator, lightning.pytorch.accelerators.CUDAAccelerator))
     ckpt = out_dir / "checkpoints" / "last.ckpt"
     trainer.fit(task, train_loader, val_loaders,
                 ckpt_path=str(ckpt) if config.get("resume") and ckpt.exists() else None)
