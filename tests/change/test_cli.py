@@ -1,8 +1,10 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import torch
 import yaml
 
 from eokit.change.model import build_canet
@@ -261,3 +263,34 @@ def test_shipped_configs_are_valid():
         train = config.get("train", {})
         assert train.get("placement") in (None, "all", "decoder", "finest"), path
         _pos_weights(train.get("pos_weight"), [])  # raises on a bad value
+
+
+@pytest.mark.slow
+def test_resumed_fit_equals_an_uninterrupted_one_with_worker_processes(tmp_path, capsys):
+    """The first resumed epoch must get its own order and crops, also in worker processes.
+
+    Lightning builds that epoch's iterator (and the workers' copies of the datasets) before any
+    epoch hook runs; without being told the epoch it would replay epoch 0's augmentations.
+    """
+    from safetensors.torch import load_file
+
+    def config(epochs: int) -> Path:
+        path = tmp_path / f"fit{epochs}.yaml"
+        path.write_text(yaml.safe_dump({
+            "seed": 0, "resume": True,
+            "model": {"in_channels": 6},
+            "datasets": [{"name": "sim_buildings", "source": "sim", "count": 4, "size": 32}],
+            "train": {"batch_size": 2, "crop": 24, "num_workers": 1, "tune_threshold": False},
+            "trainer": {"max_epochs": epochs, "enable_progress_bar": False, "logger": False},
+        }))
+        return path
+
+    for argv in (["--config", str(config(2)), "-o", str(tmp_path / "straight")],
+                 ["--config", str(config(1)), "-o", str(tmp_path / "resumed")],
+                 ["--config", str(config(2)), "-o", str(tmp_path / "resumed")]):
+        code, _, err = _run(["change", "fit", *argv], capsys)
+        assert code == 0, err
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)

@@ -352,3 +352,15 @@ def test_keep_best_restores_best_weights_and_stops_after_patience():
     assert keep.best_epoch == 1 and keep.best == 0.5
     keep.restore()
     assert torch.equal(module.weight, best)
+
+
+def test_resume_epoch_reads_lightning_progress_and_rejects_corrupt_files(tmp_path: Path) -> None:
+    progress = {"current": {"ready": 3, "started": 3, "processed": 3, "completed": 2}}
+    torch.save({"epoch": 2, "loops": {"fit_loop": {"epoch_progress": progress}}},
+               tmp_path / "a.ckpt")
+    torch.save({"epoch": 4}, tmp_path / "b.ckpt")  # no loop state: the epoch after the saved one
+    assert T.resume_epoch(tmp_path / "a.ckpt") == 3
+    assert T.resume_epoch(tmp_path / "b.ckpt") == 5
+    (tmp_path / "c.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="c.ckpt"):
+        T.resume_epoch(tmp_path / "c.ckpt")

@@ -188,7 +188,9 @@ def _run_training(
 ) -> tuple[Any, dict[str, Any]]:
     import lightning
 
+    from eokit.change.data import set_loader_epoch
     from eokit.change.lit import ChangeTask
+    from eokit.core.train import resume_epoch
 
     seed = int(config.get("seed", 0))
     lightning.seed_everything(seed, verbose=False)
@@ -221,8 +223,12 @@ def _run_training(
         num_workers=train_cfg.get("num_workers", 0),
         pin_memory=isinstance(trainer.accelerator, lightning.pytorch.accelerators.CUDAAccelerator))
     ckpt = out_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(task, train_loader, val_loaders,
-                ckpt_path=str(ckpt) if config.get("resume") and ckpt.exists() else None)
+    resume = bool(config.get("resume")) and ckpt.exists()
+    if resume:
+        # The first resumed epoch's iterator exists before any epoch hook runs.
+        set_loader_epoch(train_loader, resume_epoch(ckpt))
+    trainer.fit(task, train_loader, val_loaders, ckpt_path=str(ckpt) if resume else None,
+                weights_only=True)
     if train_cfg.get("tune_threshold", True):
         _tune_thresholds(model, train, only=domain)
     return task, task.val_metrics
@@ -291,12 +297,14 @@ def fit(config_path: Path, out_dir: Path | None, trainer_args: tuple[str, ...]) 
     """Joint training on every dataset of the config; writes model.safetensors."""
     from eokit.change.model import build_canet
     from eokit.change.task import save_model
+    from eokit.core.train import seed_everything
 
     config = load_config(config_path)
     overrides = _parse_overrides(trainer_args)
     out = Path(out_dir or config.get("out_dir", "runs/change"))
     out.mkdir(parents=True, exist_ok=True)
     domains = [d["name"] for d in config["datasets"]]
+    seed_everything(int(config.get("seed", 0)))  # the config's seed draws the initial weights
     model = build_canet(domains, **config.get("model", {}))
     _, metrics = _run_training(config, out, overrides, model=model, mode="joint", domain=None)
     path = save_model(model, out / "model.safetensors")

@@ -48,6 +48,7 @@ __all__ = [
     "make_loader",
     "make_trainer",
     "parse_trainer_overrides",
+    "resume_epoch",
     "save_weights",
     "seed_everything",
 ]
@@ -579,6 +580,24 @@ def last_checkpoint(out_dir: str | Path) -> Path | None:
     """Return ``out_dir/checkpoints/last.ckpt`` if it exists."""
     path = Path(out_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
     return path if path.is_file() else None
+
+
+def resume_epoch(path: str | Path) -> int:
+    """Index of the first epoch a run resumed from the Lightning checkpoint ``path`` trains.
+
+    Lightning creates the first epoch's data iterator (and starts its worker processes, which
+    take a copy of the datasets) before any hook of that epoch runs, so epoch-dependent sampling
+    and augmentation must be told this number before ``Trainer.fit`` (later epochs are reached by
+    ``on_train_epoch_start``). Read with ``weights_only=True``.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is one clear error
+        raise InputError(f"cannot read checkpoint: {error}".splitlines()[0], path=path) from None
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", -1)) + 1
 
 
 def fit(
