@@ -108,3 +108,16 @@ def test_bad_values_are_one_line_errors(check, value, name):
     with pytest.raises(InputError) as info:
         check(value)
     assert str(info.value).startswith(name) and "\n" not in str(info.value)
+
+
+def test_toa_radiance_follows_the_atmosphere_device(atmospheres):
+    import copy
+    import dataclasses
+
+    _, model, atm = atmospheres
+    # "meta" stands in for a GPU: a float emissivity must be put beside the atmosphere.
+    meta = dataclasses.replace(atm, **{f.name: getattr(atm, f.name).to("meta")
+                                       for f in dataclasses.fields(atm)})
+    ts = torch.full((atm.tau.shape[0],), 300.0, dtype=atm.tau.dtype, device="meta")
+    radiance = copy.deepcopy(model).to("meta").toa_radiance(meta, ts, 0.97)
+    assert radiance.device.type == "meta" and radiance.shape == atm.tau.shape

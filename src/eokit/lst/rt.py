@@ -244,7 +244,8 @@ class BandRTModel(nn.Module):
         emissivity: torch.Tensor | float,
     ) -> torch.Tensor:
         """Band TOA radiance, integrated per sub-band (spectrally consistent), (N,)."""
-        eps = torch.as_tensor(emissivity, dtype=atmosphere.tau.dtype).reshape(-1, 1)
+        eps = torch.as_tensor(emissivity, dtype=atmosphere.tau.dtype,
+                              device=atmosphere.tau.device).reshape(-1, 1)
         surface = self.planck_k(surface_temperature_k)
         per_bin = (
             atmosphere.tau_k * (eps * surface + (1.0 - eps) * atmosphere.down_k) + atmosphere.up_k
