@@ -364,3 +364,22 @@ def test_resume_epoch_reads_lightning_progress_and_rejects_corrupt_files(tmp_pat
     (tmp_path / "c.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="c.ckpt"):
         T.resume_epoch(tmp_path / "c.ckpt")
+
+
+@pytest.mark.slow
+def test_resumed_epoch_gets_its_own_order_with_worker_processes(script: Path,
+                                                               tmp_path: Path) -> None:
+    """Lightning starts the first resumed epoch's workers before it calls ``set_epoch``."""
+    mod = import_script(script)
+
+    def run(out: Path, epochs: int, resume: bool) -> list[int]:
+        rec = mod.Recorder()
+        data = T.SimpleDataModule(mod.IndexDataset(16), batch_size=4, seed=1, num_workers=1)
+        T.fit(mod.RegressionTask(), data, out, resume=resume, seed=0, callbacks=[rec],
+              progress=False, max_epochs=epochs, enable_model_summary=False)
+        return list(rec.indices)
+
+    straight = run(tmp_path / "straight", 2, False)
+    assert straight[:16] != straight[16:]  # each epoch has its own order
+    first = run(tmp_path / "resumed", 1, False)
+    assert first + run(tmp_path / "resumed", 2, True) == straight

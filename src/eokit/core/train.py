@@ -261,13 +261,19 @@ class SimpleDataModule(L.LightningDataModule):
         self.seed = seed
         self.collate_fn = collate_fn
         self.num_samples = num_samples
+        #: Epoch of the training sampler when its loader is built (:func:`fit` sets it on resume:
+        #: Lightning starts a loader's worker processes before it calls ``set_epoch``).
+        self.start_epoch = 0
 
     def _loader(self, dataset: Dataset[Any], *, train: bool) -> DataLoader[Any]:
-        return make_loader(
+        loader = make_loader(
             dataset, batch_size=self.batch_size, shuffle=train, seed=self.seed,
             num_workers=self.num_workers, collate_fn=self.collate_fn,
             num_samples=self.num_samples if train else None,
         )
+        if train and isinstance(loader.sampler, DistributedAwareSampler):
+            loader.sampler.set_epoch(self.start_epoch)
+        return loader
 
     def train_dataloader(self) -> DataLoader[Any]:
         """Shuffled, rank-sharded training loader."""
@@ -640,6 +646,8 @@ def fit(
                            out_dir, CHECKPOINT_DIR, LAST_CHECKPOINT)
         else:
             logger.info("resuming from %s", ckpt_path)
+            if isinstance(datamodule, SimpleDataModule):
+                datamodule.start_epoch = resume_epoch(ckpt_path)
     trainer.fit(task, datamodule=datamodule,
                 ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     return trainer
