@@ -52,6 +52,21 @@ def notes(payload: dict) -> list[str]:  # type: ignore[type-arg]
                                f" / {v['events'][event]['median_abs_error_days']} / "
                                f"{v['events'][event]['median_signed_error_days']}"
                                for k, v in results.items() if event in v["events"]))
+    dated = {k: v["events"]["clear_cut_dated_by_forecast_residual"] for k, v in results.items()
+             if "clear_cut_dated_by_forecast_residual" in v["events"]}
+    out.append("clear_cut dated by the backbone's forecast residual (each detection moved to the "
+               "largest residual in the year up to it): detected / median |error| / median "
+               "signed error (days): " + ", ".join(
+                   f"{k.split(' (')[0]} {v['detected_fraction']:.2f} / "
+                   f"{v['median_abs_error_days']} / {v['median_signed_error_days']}"
+                   for k, v in dated.items()))
+    free = payload.get("forecast_residual_unsupervised")
+    if free:
+        out.append("Without labels, the backbone's peak forecast residual separates clear-cut "
+                   f"from stable pixels with ROC-AUC "
+                   f"{free['clear_cut_vs_stable_roc_auc_of_peak_residual']:.3f} and dates the "
+                   f"cuts with a median |error| of "
+                   f"{free['clear_cut_median_abs_error_days_of_peak_date']:.0f} days.")
     main, forest = results[MAIN], results["random forest (per-date lagged features)"]
     behind = [c for c in classes if main["per_class"][c]["roc_auc_all_dates"]
               < forest["per_class"][c]["roc_auc_all_dates"]]
@@ -108,9 +123,11 @@ def main() -> None:
     from eokit.timeseries.task import (
         compute_summary,
         finetune,
+        forecast_residual_series,
         forest_change_dates,
         predict_series,
         pretrain,
+        refine_change_dates,
     )
 
     quick = args.quick
@@ -213,6 +230,27 @@ def main() -> None:
     results: dict[str, dict[str, object]] = {}
     event_type = test_scene.event_type.reshape(-1)
     event_day = test_scene.event_date.reshape(-1)
+    # The pretrained backbone's one-step forecast residual of every date (no labels used).
+    with Timer() as t_res:
+        residual = forecast_residual_series(backbone, test)
+    timings["forecast_residual"] = t_res.seconds
+    warm_res = int(np.searchsorted(test.dates, test.dates[0] + np.timedelta64(180, "D")))
+    peak = np.nanmax(np.where(np.isnan(residual[:, warm_res:]), -np.inf, residual[:, warm_res:]),
+                     axis=1)
+    cut_pix, stable_pix = np.nonzero(event_type == 1)[0], np.nonzero(event_type == 0)[0]
+    peak_day = (test.dates[warm_res + np.argmax(np.nan_to_num(residual[:, warm_res:],
+                                                              nan=-np.inf), axis=1)]
+                .astype("datetime64[D]"))
+    unsupervised = {
+        "clear_cut_vs_stable_roc_auc_of_peak_residual": binary_ranking_metrics(
+            np.concatenate([peak[cut_pix], peak[stable_pix]]),
+            np.concatenate([np.ones(cut_pix.size, bool), np.zeros(stable_pix.size, bool)]),
+        )["roc_auc"],
+        "clear_cut_median_abs_error_days_of_peak_date": float(np.median(np.abs(
+            (peak_day[cut_pix] - event_day[cut_pix]).astype(np.int64)))),
+        "note": "the backbone alone, no labels: a pixel's largest one-step forecast residual "
+                "after the first 180 days, and the date of that peak",
+    }
     for name, p in probs.items():
         per_class = {}
         for k, cls in enumerate(CANOPY_CLASSES):
@@ -263,6 +301,20 @@ def main() -> None:
                              "median_signed_error_days": float(np.median(signed))
                              if signed.size else None,
                              "forest_roc_auc_on_event_pixels_after_180_days": on_pixels["roc_auc"]}
+        # The same detections, each moved to the date that departs most from the backbone's
+        # forecast within the year up to it (what `eokit timeseries predict` writes as
+        # stops_forest_refined.tif).
+        refined = refine_change_dates(stops, residual, test.dates)
+        pix = np.nonzero(event_type == 1)[0]
+        hit = refined[pix] >= 0
+        signed = (test.dates[refined[pix][hit]].astype("datetime64[D]")
+                  - event_day[pix][hit]).astype(np.int64)
+        errors["clear_cut_dated_by_forecast_residual"] = {
+            "detected_fraction": float(hit.mean()) if pix.size else None,
+            "median_abs_error_days": float(np.median(np.abs(signed))) if signed.size else None,
+            "median_signed_error_days": float(np.median(signed)) if signed.size else None,
+            "within_30_days_fraction": float(np.mean(np.abs(signed) <= 30))
+            if signed.size else None}
         # False alarms: stable pixels with a detected change.
         stable = event_type == 0
         errors["false_change_fraction_stable_pixels"] = float(
@@ -310,17 +362,18 @@ def main() -> None:
                                 and n_label / len(data) < 0.03),
         },
         "results": results,
+        "forecast_residual_unsupervised": unsupervised,
         "timings_s": timings,
         "reference": "Dargana (Smith et al.): pixel ROC-AUC 0.98, PR-AUC 0.83 on unseen real "
                      "imagery; numbers here are on simulated data and not comparable.",
     }
     payload["notes"] = notes(payload)
-    fig = _figure(results, compute, test_scene, probs[MAIN], test, CANOPY_CLASSES)
+    fig = _figure(results, compute, test_scene, probs[MAIN], test, CANOPY_CLASSES, residual)
     json_path, png_path = write_results("timeseries_canopy", payload, fig, out_dir=args.out)
     print(json_path, png_path)
 
 
-def _figure(results, compute, scene, probs, test, classes):  # noqa: ANN001, ANN202
+def _figure(results, compute, scene, probs, test, classes, residual):  # noqa: ANN001, ANN202
     import matplotlib
 
     matplotlib.use("Agg")
@@ -377,7 +430,17 @@ def _figure(results, compute, scene, probs, test, classes):  # noqa: ANN001, ANN
     ax.set_title("Event pixels (Dargana head): mean forest probability\n"
                  "(dotted: median true date; clear-cuts happen on two dates)", fontsize=9)
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    ax.legend(fontsize=7)
+    cuts = np.nonzero(event == 1)[0]
+    if cuts.size:
+        bx = ax.twinx()
+        bx.plot(test.dates.astype("datetime64[D]"), np.nanmedian(residual[cuts], 0), color="#d40",
+                lw=0.8, ls="--", label="clear-cut pixels: median forecast residual (right)")
+        bx.set_ylabel("backbone one-step forecast residual", fontsize=8)
+        lines = ax.get_legend_handles_labels()
+        more = bx.get_legend_handles_labels()
+        ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7)
+    else:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

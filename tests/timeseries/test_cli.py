@@ -58,6 +58,10 @@ def test_cli_pipeline(tmp_path, run_cli, monkeypatch):
     ok = probs[0] >= 0
     assert np.allclose(probs[:, ok].sum(0), 1.0, atol=1e-4)
     assert (maps / "becomes_forest.tif").is_file() and (maps / "stops_forest.tif").is_file()
+    with rasterio.open(maps / "stops_forest.tif") as a, \
+            rasterio.open(maps / "stops_forest_refined.tif") as b:
+        assert b.crs == a.crs and b.transform == a.transform
+        assert ((b.read(1) == 0) == (a.read(1) == 0)).all() and (b.read(1) <= a.read(1)).all()
     half = tmp_path / "maps_bf16"
     code, out, err = run_cli(["timeseries", "predict", str(sim / "stack"), "--model",
                              str(run / "ft" / "model.safetensors"), "--out", str(half),

@@ -180,3 +180,22 @@ def test_moving_average_prefix_features_are_causal_and_track_changes():
     assert torch.allclose(ema[5], torch.full((2,), 0.75))
     assert float(mean[5, 0]) == pytest.approx(2 / 5)
     assert (ema[5] > mean[5]).all()  # reacts faster than the running mean
+
+
+def test_forecast_residual_is_the_causal_one_step_error_of_valid_dates():
+    model = _model()
+    series, doy, valid = _batch()
+    residual = model.forecast_residual(series, doy, valid)
+    assert residual.shape == valid.shape
+    assert torch.isnan(residual[:, 0]).all() and torch.isnan(residual[:, 1:][~valid[:, 1:]]).all()
+    expected = (model.scale(series[:, 1:]) - model.predict_next(series, doy, valid)[:, :-1]
+                ).pow(2).mean(-1)
+    ok = valid[:, 1:]
+    assert torch.allclose(residual[:, 1:][ok], expected[ok], atol=1e-6)
+    # A jump at date k raises the residual there and changes nothing before it.
+    k = int(torch.nonzero(valid[0, 5:])[0]) + 5
+    jumped = series.clone()
+    jumped[:, k:] += 3.0
+    after = model.forecast_residual(jumped, doy, valid)
+    assert torch.equal(after[:, :k].nan_to_num(-1.0), residual[:, :k].nan_to_num(-1.0))
+    assert (after[0, k] > residual[0, k] + 1.0).item()

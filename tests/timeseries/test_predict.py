@@ -42,7 +42,15 @@ def test_unobserved_pixel_is_nodata_and_reported(tmp_path, write_test_geotiff):
     ok[2, 3] = False
     assert np.allclose(probs[:, ok].sum(0), 1.0, atol=1e-5)
     with rasterio.open(tmp_path / "out" / "stops_forest.tif") as src:
-        assert src.read(1)[2, 3] == 0
+        stops = src.read(1)
+        assert stops[2, 3] == 0
+    with rasterio.open(tmp_path / "out" / "stops_forest_refined.tif") as src:
+        refined = src.read(1)  # YYYYMMDD: never after the detection, only where one exists
+    assert ((refined == 0) == (stops == 0)).all() and (refined <= stops).all()
+    assert result.stops_forest_refined is not None
+    plain = write_maps(_model(), reader, tmp_path / "plain", dates="last", refine_dates=False,
+                       progress=False)
+    assert "stops_forest_refined" not in plain.files and plain.stops_forest_refined is None
     multi = write_maps(_model(), reader, tmp_path / "multi", dates="all", multiband=True,
                        progress=False)
     with rasterio.open(multi.files["probabilities"]) as src:

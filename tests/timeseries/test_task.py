@@ -17,6 +17,7 @@ from eokit.timeseries.task import (
     forest_change_dates,
     predict_series,
     pretrain,
+    refine_change_dates,
 )
 
 
@@ -260,3 +261,25 @@ def test_class_weights_follow_the_logits_device():
                                                  weight=torch.tensor([1.0, 3.0]))
     assert torch.allclose(loss(logits.to(torch.bfloat16), target),
                           weighted, atol=2e-2)
+
+
+def test_refine_change_dates_picks_the_largest_residual_in_the_year_before_detection():
+    dates = np.array(["2020-01-01", "2020-03-01", "2020-06-01", "2020-09-01", "2021-02-01",
+                      "2021-04-01", "2021-07-01"], dtype="datetime64[D]")
+    nan = np.nan
+    score = np.array([
+        [nan, 0.1, 0.2, 5.0, 0.3, 0.2, 0.1],  # cut in Sep 2020, detected Apr 2021
+        [nan, 0.1, 9.0, 0.2, 0.3, 0.2, 0.1],  # nothing detected
+        [nan, 9.0, 0.2, 0.1, 0.4, 0.2, 0.1],  # largest value older than a year: not taken
+        [nan, 0.1, 0.2, nan, nan, nan, nan],  # no valid date in the window: detection kept
+    ], dtype=np.float32)
+    detected = np.array([5, -1, 6, 6])
+    refined = refine_change_dates(detected, score, dates)
+    assert refined.tolist() == [3, -1, 4, 6]
+    assert refine_change_dates(detected, score, dates, window_days=60).tolist() == [4, -1, 6, 6]
+    with pytest.raises(InputError, match="score"):
+        refine_change_dates(detected[:2], score, dates)
+    with pytest.raises(InputError, match="dates"):
+        refine_change_dates(detected, score, dates[:5])
+    with pytest.raises(InputError, match="window_days"):
+        refine_change_dates(detected, score, dates, window_days=0)

@@ -278,12 +278,16 @@ _dtype_option = click.option(
 @click.option("--forest-classes", default=None,
               help="Classes counted as forest for the change maps (default: forest-like names).")
 @click.option("--rows-per-block", default=64, show_default=True)
+@click.option("--refine-dates/--no-refine-dates", default=True, show_default=True,
+              help="Also write stops_forest_refined.tif: each loss of forest dated by the "
+                   "backbone's forecast residual (one more forward pass).")
 @_dtype_option
 @device_option
 @_eopatch_options
 def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None,
             multiband: bool, labels: Path | None, label_map: str | None,
-            forest_classes: str | None, rows_per_block: int, dtype: str, device: str,
+            forest_classes: str | None, rows_per_block: int, refine_dates: bool, dtype: str,
+            device: str,
             layout: str, features: str | None, valid_mask: str | None,
             invalid_mask: str | None) -> None:
     """Map class probabilities at several dates, first/last forest dates, and write a report."""
@@ -308,6 +312,7 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
     forest = [c.strip() for c in forest_classes.split(",")] if forest_classes else None
     result = write_maps(model, reader, out_dir, dates=dates, multiband=multiband,
                         forest_classes=forest, rows_per_block=rows_per_block,
+                        refine_dates=refine_dates,
                         keep_preview=reader.grid.width * reader.grid.height <= 4_000_000)
     report = predict_report(model, meta, reader, result, labels=labels,
                             label_map=parse_label_map(label_map),

@@ -20,8 +20,8 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
     """Simulate a multi-year series, pretrain, fine-tune a head, map canopy and its changes.
 
     Writes ``out_dir/timeseries/``: ``canopy_probability_<date>.tif`` (3-band COG),
-    ``becomes_forest.tif`` / ``stops_forest.tif`` (YYYYMMDD COGs), ``backbone.safetensors`` and
-    ``model.safetensors``.
+    ``becomes_forest.tif`` / ``stops_forest.tif`` / ``stops_forest_refined.tif`` (YYYYMMDD COGs),
+    ``backbone.safetensors`` and ``model.safetensors``.
     """
     import torch
 
@@ -39,10 +39,12 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
     from eokit.timeseries.task import (
         compute_summary,
         finetune,
+        forecast_residual_series,
         forecast_series,
         forest_change_dates,
         predict_series,
         pretrain,
+        refine_change_dates,
     )
 
     start = time.perf_counter()
@@ -82,7 +84,11 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
         warm = int(np.searchsorted(data.dates, data.dates[0] + np.timedelta64(120, "D")))
         becomes, stops = forest_change_dates(forest, data.valid, warmup=warm, smooth=5,
                                              hysteresis=0.1)
-        for name, index in (("becomes_forest", becomes), ("stops_forest", stops)):
+        # Each loss of forest dated where the series departs most from the backbone's forecast.
+        refined = refine_change_dates(stops, forecast_residual_series(backbone, data),
+                                      data.dates)
+        for name, index in (("becomes_forest", becomes), ("stops_forest", stops),
+                            ("stops_forest_refined", refined)):
             write_raster(folder / f"{name}.tif", date_code(data.dates, index).reshape(1, h, w),
                          data.grid, nodata=DATE_NODATA, dtype="int32", cog=True)
         truth = data.targets
@@ -123,10 +129,12 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
                      classes=list(CANOPY_CLASSES), class_colors=list(_CANOPY_COLOURS))
     days = (data.dates.astype("datetime64[D]") - data.dates[0].astype("datetime64[D]")).astype(
         np.float32)
-    stop_days = np.where(stops >= 0, days[np.clip(stops, 0, None)], np.nan).reshape(h, w)
-    report.image_map(stop_days, title="stops being forest (days after first date)",
-                     pixel_size_m=pixel_size, cmap="plasma", colorbar_label="days",
-                     overlay=scene.event_type == 1, overlay_label="true clear-cuts")
+    for index, title in ((stops, "stops being forest (days after first date)"),
+                         (refined, "stops being forest, dated by the backbone's forecast")):
+        stop_days = np.where(index >= 0, days[np.clip(index, 0, None)], np.nan).reshape(h, w)
+        report.image_map(stop_days, title=title, pixel_size_m=pixel_size, cmap="plasma",
+                         colorbar_label="days", overlay=scene.event_type == 1,
+                         overlay_label="true clear-cuts")
     if future is not None:
         report.figure(forecast_figure(data.dates, data.series[sample], data.valid[sample],
                                       future, values, data.band_names,

@@ -436,6 +436,26 @@ class PixelSeriesTransformer(nn.Module):
         prediction: torch.Tensor = self.next_head(self(series, doy, valid, next_day))
         return prediction
 
+    def forecast_residual(
+        self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        """How far each valid date departs from the model's forecast of it, (B, T) float32.
+
+        Mean over bands of the squared difference (scaled units) between a date's bands and the
+        one-step prediction made at the previous date from the dates before it (causal: a date's
+        value depends on it and earlier dates only). NaN at the first date and at invalid dates.
+        An abrupt event (a clear-cut, a fire, a flood) shows as a spike on its first observed
+        date; a gradual one (a planting that matures over years) does not.
+        """
+        with torch.no_grad():
+            valid = valid.to(torch.bool) & torch.isfinite(series).all(dim=-1)
+            prediction = self.predict_next(series, doy, valid)[:, :-1]
+            observed = self.scale(torch.nan_to_num(series[:, 1:]))
+            error = (observed - prediction).pow(2).mean(dim=-1).float()
+            out = torch.full(series.shape[:2], float("nan"), device=series.device)
+            out[:, 1:] = torch.where(valid[:, 1:], error, float("nan"))
+        return out
+
     def next_token_loss(
         self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor, *, delta: float = 1.0
     ) -> torch.Tensor:

@@ -18,7 +18,12 @@ import numpy as np
 from eokit.core.errors import InputError
 from eokit.timeseries.data import SeriesReader, iter_row_blocks
 from eokit.timeseries.model import FineTunedSeriesModel
-from eokit.timeseries.task import forest_change_dates, predict_series
+from eokit.timeseries.task import (
+    forecast_residual_series,
+    forest_change_dates,
+    predict_series,
+    refine_change_dates,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +93,7 @@ class MapResult:
     probability_preview: dict[int, np.ndarray] = field(default_factory=dict)  # (K, H, W)
     becomes_forest: np.ndarray | None = None
     stops_forest: np.ndarray | None = None
+    stops_forest_refined: np.ndarray | None = None
     unobserved_pixels: int = 0
     pixels: int = 0
 
@@ -104,6 +110,7 @@ def write_maps(
     persistence: int = 2,
     smooth: int = 5,
     hysteresis: float = 0.1,
+    refine_dates: bool = True,
     keep_preview: bool = True,
     progress: bool = True,
 ) -> MapResult:
@@ -120,6 +127,10 @@ def write_maps(
         persistence: Consecutive valid dates confirming a forest change.
         smooth: Centred running median (valid dates) of the forest probability before dating.
         hysteresis: Half-width of the band around 0.5 in which the forest state is kept.
+        refine_dates: Also write ``stops_forest_refined.tif``: each detected loss of forest moved
+            to the date, within the year up to its detection, that departs most from the
+            backbone's one-step forecast (:func:`~eokit.timeseries.task.refine_change_dates`;
+            meaningful for a backbone kept frozen in fine-tuning, the default).
         keep_preview: Keep the maps in memory for the report (small scenes).
         progress: Progress bar over row blocks.
 
@@ -155,7 +166,8 @@ def write_maps(
                     out / f"probability_{d}.tif", full_grid, len(classes), "float32",
                     nodata=PROBABILITY_NODATA, cog=True, band_names=list(classes))
         if forest:
-            for name in ("becomes_forest", "stops_forest"):
+            for name in ("becomes_forest", "stops_forest",
+                         *(["stops_forest_refined"] if refine_dates else [])):
                 writers[name] = open_writer(out / f"{name}.tif", full_grid, 1, "int32",
                                             nodata=DATE_NODATA, cog=True,
                                             band_names=[f"{name}_yyyymmdd"])
@@ -164,6 +176,7 @@ def write_maps(
         previews = {i: np.full((len(classes), height, width), np.nan, np.float32) for i in chosen}
         becomes_all = np.full((height, width), -1, np.int64)
         stops_all = np.full((height, width), -1, np.int64)
+        refined_all = np.full((height, width), -1, np.int64)
         blocks = list(iter_row_blocks(height, rows_per_block))
         for row, rows in tqdm(blocks, desc="maps", disable=not progress or len(blocks) < 2,
                               leave=False):
@@ -195,6 +208,12 @@ def write_maps(
                     date_code(block_dates, becomes).reshape(1, rows, width), row, 0)
                 writers["stops_forest"].write_window(
                     date_code(block_dates, stops).reshape(1, rows, width), row, 0)
+                if refine_dates:
+                    refined = refine_change_dates(
+                        stops, forecast_residual_series(model.backbone, block), block_dates)
+                    refined_all[row:row + rows] = refined.reshape(rows, width)
+                    writers["stops_forest_refined"].write_window(
+                        date_code(block_dates, refined).reshape(1, rows, width), row, 0)
     except BaseException as error:
         for w in writers.values():
             w.__exit__(type(error), error, None)
@@ -206,6 +225,8 @@ def write_maps(
         result.probability_preview = previews
         if forest:
             result.becomes_forest, result.stops_forest = becomes_all, stops_all
+            if refine_dates:
+                result.stops_forest_refined = refined_all
     return result
 
 
@@ -324,8 +345,13 @@ def predict_report(model: FineTunedSeriesModel, meta: dict[str, Any], reader: Se
         report.section("Change", f"Days after {str(dates[0])[:10]} when a pixel becomes forest or "
                        "stops being forest (confirmed by 2 consecutive valid dates; grey: no "
                        "change). GeoTIFFs store YYYYMMDD.")
-        for name, change in (("becomes forest", result.becomes_forest),
-                             ("stops being forest", result.stops_forest)):
+        changes = [("becomes forest", result.becomes_forest),
+                   ("stops being forest", result.stops_forest)]
+        if result.stops_forest_refined is not None:
+            changes.append(("stops being forest, dated by the backbone's forecast (largest "
+                            "departure in the year up to the detection)",
+                            result.stops_forest_refined))
+        for name, change in changes:
             report.image_map(_days_since(change, dates), title=name, pixel_size_m=pixel_size,
                              cmap="plasma", colorbar_label="days since first date")
     if labels is not None and result.probability_preview:

@@ -657,6 +657,24 @@ def embed_series(backbone: PixelSeriesTransformer, data: SeriesData, *, batch_si
 
 
 @torch.no_grad()
+def forecast_residual_series(backbone: PixelSeriesTransformer, data: SeriesData, *,
+                             batch_size: int = 2048, progress: bool = False) -> np.ndarray:
+    """(N, T) one-step forecast residual of every date.
+
+    See :meth:`PixelSeriesTransformer.forecast_residual`. NaN at the first date and wherever a
+    date has no valid observation.
+    """
+    _check_bands(backbone, data)
+    device = _device_of(backbone)
+    series, doy, valid = data.tensors()
+    parts = [backbone.forecast_residual(*_on(device, series[i:i + batch_size],
+                                             doy[i:i + batch_size], valid[i:i + batch_size])
+                                        ).cpu().numpy()
+             for i in _batches(len(data), batch_size, progress, "forecast residual")]
+    return np.concatenate(parts).astype(np.float32)
+
+
+@torch.no_grad()
 def forecast_series(backbone: PixelSeriesTransformer, data: SeriesData, n_steps: int, *,
                     step_days: float | None = None, batch_size: int = 2048,
                     progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -774,6 +792,44 @@ def forest_change_dates(
         run[confirmed] = 0
     return becomes, stops
 
+
+
+def refine_change_dates(detected: np.ndarray, score: np.ndarray, dates: np.ndarray, *,
+                        window_days: float = 365.0) -> np.ndarray:
+    """Move each detected change to the date that departs most from the model's forecast.
+
+    A classifier confirms a change only once its features have seen enough of the new state
+    (for a late-summer clear-cut, often the next spring); the backbone's one-step forecast
+    residual (:meth:`PixelSeriesTransformer.forecast_residual`) peaks on the first date observed
+    after an abrupt change. For every pixel with a detection this returns the date, among the
+    dates within ``window_days`` up to and including the detection, with the largest residual.
+
+    Args:
+        detected: (N,) date indices of detected changes, -1 where none.
+        score: (N, T) forecast residual, NaN where a date has no valid observation.
+        dates: (T,) increasing datetime64 dates.
+        window_days: How far before the detection the change may have happened.
+
+    Returns:
+        (N,) date indices; -1 where nothing was detected; the detection itself where the window
+        holds no valid date.
+    """
+    detected = np.asarray(detected, dtype=np.int64)
+    score = np.asarray(score, dtype=np.float32)
+    if score.ndim != 2 or score.shape[0] != detected.shape[0]:
+        raise InputError(f"score {score.shape} must be (pixels, dates) for {detected.shape[0]} "
+                         "pixels", parameter="score")
+    days = np.asarray(dates).astype("datetime64[D]").astype(np.int64)
+    if days.shape != (score.shape[1],):
+        raise InputError(f"{days.shape[0]} dates for {score.shape[1]} score columns",
+                         parameter="dates")
+    if not window_days > 0:
+        raise InputError(f"must be > 0, got {window_days}", parameter="window_days")
+    found = detected >= 0
+    end = days[np.clip(detected, 0, None)][:, None]
+    inside = (days[None] <= end) & (days[None] > end - window_days) & np.isfinite(score)
+    best = np.argmax(np.where(inside, score, -np.inf), axis=1)
+    return np.where(found & inside.any(axis=1), best, detected)
 
 def smooth_valid(values: np.ndarray, valid: np.ndarray, window: int) -> np.ndarray:
     """Centred running median of (N, T) ``values`` over each row's valid dates.
