@@ -287,8 +287,7 @@ _dtype_option = click.option(
 def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None,
             multiband: bool, labels: Path | None, label_map: str | None,
             forest_classes: str | None, rows_per_block: int, refine_dates: bool, dtype: str,
-            device: str,
-            layout: str, features: str | None, valid_mask: str | None,
+            device: str, layout: str, features: str | None, valid_mask: str | None,
             invalid_mask: str | None) -> None:
     """Map class probabilities at several dates, first/last forest dates, and write a report."""
     from eokit.core.errors import InputError
