@@ -133,8 +133,8 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
                          (refined, "stops being forest, dated by the backbone's forecast")):
         stop_days = np.where(index >= 0, days[np.clip(index, 0, None)], np.nan).reshape(h, w)
         report.image_map(stop_days, title=title, pixel_size_m=pixel_size, cmap="plasma",
-                         colorbar_label="days", overlay=scene.event_type == 1,
-                         overlay_label="true clear-cuts")
+                         vmin=0.0, vmax=float(days[-1]), colorbar_label="days",
+                         overlay=scene.event_type == 1, overlay_label="true clear-cuts")
     if future is not None:
         report.figure(forecast_figure(data.dates, data.series[sample], data.valid[sample],
                                       future, values, data.band_names,

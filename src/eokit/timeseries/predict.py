@@ -353,7 +353,8 @@ def predict_report(model: FineTunedSeriesModel, meta: dict[str, Any], reader: Se
                             result.stops_forest_refined))
         for name, change in changes:
             report.image_map(_days_since(change, dates), title=name, pixel_size_m=pixel_size,
-                             cmap="plasma", colorbar_label="days since first date")
+                             cmap="plasma", colorbar_label="days since first date", vmin=0.0,
+                             vmax=float(_days_since(np.array([len(dates) - 1]), dates)[0]))
     if labels is not None and result.probability_preview:
         latest = max(result.probability_preview)
         raw = read_label_raster(labels, grid, [str(i) for i in range(256)])
