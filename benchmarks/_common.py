@@ -100,10 +100,10 @@ def current_rss_mb() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> subprocess.CompletedProcess[str] | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+        return subprocess.run(
+            ["git", *args],
             cwd=Path(__file__).resolve().parent,
             capture_output=True,
             text=True,
@@ -112,7 +112,22 @@ def _git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+
+
+def _git_commit() -> str | None:
+    out = _git("rev-parse", "--short", "HEAD")
+    return (out.stdout.strip() or None) if out is not None else None
+
+
+def _git_code_changed() -> bool | None:
+    """Whether the code (src/, benchmarks/*.py, configs/) differs from HEAD: the result was then
+    produced by that commit plus the uncommitted change, which lands with the result."""
+    out = _git("status", "--porcelain", "--untracked-files=no", "--", "../src", "../configs",
+               ".")
+    if out is None or out.returncode != 0:
+        return None
+    changed = [line[3:] for line in out.stdout.splitlines()]
+    return any(not path.startswith("benchmarks/results/") for path in changed)
 
 
 def environment() -> dict[str, Any]:
@@ -132,6 +147,7 @@ def environment() -> dict[str, Any]:
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "packages": versions,
         "git_commit": _git_commit(),
+        "code_changed_since_commit": _git_code_changed(),
         "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if "torch" in sys.modules:
