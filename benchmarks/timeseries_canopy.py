@@ -125,6 +125,7 @@ def main() -> None:
         finetune,
         forecast_residual_series,
         forest_change_dates,
+        peak_departure,
         predict_series,
         pretrain,
         refine_change_dates,
@@ -234,13 +235,9 @@ def main() -> None:
     with Timer() as t_res:
         residual = forecast_residual_series(backbone, test)
     timings["forecast_residual"] = t_res.seconds
-    warm_res = int(np.searchsorted(test.dates, test.dates[0] + np.timedelta64(180, "D")))
-    peak = np.nanmax(np.where(np.isnan(residual[:, warm_res:]), -np.inf, residual[:, warm_res:]),
-                     axis=1)
+    peak, peak_index = peak_departure(residual, test.dates)  # after the first 180 days
     cut_pix, stable_pix = np.nonzero(event_type == 1)[0], np.nonzero(event_type == 0)[0]
-    peak_day = (test.dates[warm_res + np.argmax(np.nan_to_num(residual[:, warm_res:],
-                                                              nan=-np.inf), axis=1)]
-                .astype("datetime64[D]"))
+    peak_day = test.dates[np.clip(peak_index, 0, None)].astype("datetime64[D]")
     unsupervised = {
         "clear_cut_vs_stable_roc_auc_of_peak_residual": binary_ranking_metrics(
             np.concatenate([peak[cut_pix], peak[stable_pix]]),

@@ -76,6 +76,14 @@ def test_cli_pipeline(tmp_path, run_cli, monkeypatch):
                              str(run / "backbone.safetensors"), "--steps", "2", "--out", str(fc)])
     assert code == 0, err
     assert len(list(fc.glob("forecast_*.tif"))) == 2 and (fc / "forecast_pixels.csv").is_file()
+    with rasterio.open(fc / "departure_peak.tif") as a, \
+            rasterio.open(fc / "departure_date.tif") as b:
+        assert a.crs == b.crs and a.crs.to_epsg() == 32633 and a.transform == b.transform
+        peak, when = a.read(1), b.read(1)
+    observed = peak != -9999.0
+    assert observed.any() and (peak[observed] >= 0).all() and ((when != 0) == observed).all()
+    first, last = (int(d.replace("-", "")) for d in (dates[0], dates[-1]))
+    assert ((when[observed] > first) & (when[observed] <= last)).all()
 
     # One-line errors: band count, labels outside the classes, dates not increasing.
     bad = tmp_path / "bad_stack"

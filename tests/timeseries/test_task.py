@@ -15,6 +15,7 @@ from eokit.timeseries.task import (
     finetune,
     forecast_series,
     forest_change_dates,
+    peak_departure,
     predict_series,
     pretrain,
     refine_change_dates,
@@ -283,3 +284,21 @@ def test_refine_change_dates_picks_the_largest_residual_in_the_year_before_detec
         refine_change_dates(detected, score, dates[:5])
     with pytest.raises(InputError, match="window_days"):
         refine_change_dates(detected, score, dates, window_days=0)
+
+
+def test_peak_departure_skips_the_warm_up_and_unobserved_pixels():
+    dates = np.array(["2020-01-01", "2020-03-01", "2020-08-01", "2020-10-01"],
+                     dtype="datetime64[D]")
+    nan = np.nan
+    score = np.array([[nan, 9.0, 0.5, 2.0],    # the large early value is in the warm-up
+                      [nan, 0.1, 3.0, nan],
+                      [nan, 1.0, nan, nan]], dtype=np.float32)  # nothing after the warm-up
+    peak, index = peak_departure(score, dates)
+    assert index.tolist() == [3, 2, -1]
+    assert peak[:2].tolist() == [2.0, 3.0] and np.isnan(peak[2])
+    peak, index = peak_departure(score, dates, warmup_days=0)
+    assert index.tolist() == [1, 2, 1]
+    with pytest.raises(InputError, match="score"):
+        peak_departure(score, dates[:3])
+    with pytest.raises(InputError, match="warmup_days"):
+        peak_departure(score, dates, warmup_days=-1)

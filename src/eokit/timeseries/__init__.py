@@ -5,7 +5,7 @@ Public API (imported lazily, so ``import eokit.timeseries`` does not load torch)
 ``load_model`` (model); ``SeriesData``, ``SeriesReader``, ``read_series``, ``read_geotiff_stack``,
 ``read_eopatch``, ``read_presto_npy``, ``from_scene`` (data); ``pretrain``, ``finetune``,
 ``predict_series``, ``embed_series``, ``forecast_series``, ``forecast_residual_series``,
-``forest_change_dates``, ``refine_change_dates`` (task);
+``forest_change_dates``, ``refine_change_dates``, ``peak_departure`` (task);
 ``write_maps`` (predict).
 """
 
@@ -21,7 +21,7 @@ _EXPORTS = {
     "read_geotiff_stack": "data", "read_eopatch": "data", "read_presto_npy": "data",
     "from_scene": "data", "pretrain": "task", "finetune": "task", "predict_series": "task",
     "embed_series": "task", "forecast_series": "task", "forest_change_dates": "task",
-    "forecast_residual_series": "task", "refine_change_dates": "task",
+    "forecast_residual_series": "task", "refine_change_dates": "task", "peak_departure": "task",
     "write_maps": "predict",
 }
 

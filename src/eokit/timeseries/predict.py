@@ -407,9 +407,14 @@ def predict_report(model: FineTunedSeriesModel, meta: dict[str, Any], reader: Se
 def write_forecast(backbone: Any, data: Any, out_dir: str | Path, steps: int, *,
                    step_days: float | None = None, n_plot: int = 4, seed: int = 0
                    ) -> dict[str, Path]:
-    """Forecast every pixel; COG per future date (raster inputs), CSV of sample pixels, plot."""
+    """Forecast every pixel; COG per future date (raster inputs), CSV of sample pixels, plot.
+
+    Raster inputs also get an abrupt-change map from the backbone alone (no labels):
+    ``departure_peak.tif``, each pixel's largest one-step forecast residual after the first 180
+    days, and ``departure_date.tif``, its date (YYYYMMDD); see :func:`peak_departure`.
+    """
     from eokit.core.raster import atomic_write, write_csv, write_raster
-    from eokit.timeseries.task import forecast_series
+    from eokit.timeseries.task import forecast_series, peak_departure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -424,6 +429,17 @@ def write_forecast(backbone: Any, data: Any, out_dir: str | Path, steps: int, *,
             files[f"forecast_{name}"] = write_raster(
                 out / f"forecast_{name}.tif", np.nan_to_num(cube, nan=-9999.0), data.grid,
                 nodata=-9999.0, dtype="float32", cog=True, band_names=data.band_names)
+        if data.dates is not None:
+            peak, index = peak_departure(forecast_residual_series(backbone, data, progress=True),
+                                         data.dates)
+            files["departure_peak"] = write_raster(
+                out / "departure_peak.tif", np.nan_to_num(peak, nan=-9999.0).reshape(1, h, w),
+                data.grid, nodata=-9999.0, dtype="float32", cog=True,
+                band_names=["peak_forecast_residual"])
+            files["departure_date"] = write_raster(
+                out / "departure_date.tif", date_code(data.dates, index).reshape(1, h, w),
+                data.grid, nodata=DATE_NODATA, dtype="int32", cog=True,
+                band_names=["departure_yyyymmdd"])
     observed = np.nonzero(data.has_observation)[0]
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(observed, min(n_plot, observed.size), replace=False))

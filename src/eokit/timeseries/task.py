@@ -794,6 +794,34 @@ def forest_change_dates(
 
 
 
+def peak_departure(score: np.ndarray, dates: np.ndarray, *, warmup_days: float = 180.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's largest forecast residual and its date: an abrupt-change map without labels.
+
+    Dates within ``warmup_days`` of the first are skipped (the forecast has little context there).
+
+    Args:
+        score: (N, T) forecast residual (:func:`forecast_residual_series`), NaN = no observation.
+        dates: (T,) increasing datetime64 dates.
+        warmup_days: Days at the start not searched.
+
+    Returns:
+        (peak (N,) float32, NaN where no date qualifies; index (N,) int64, -1 there).
+    """
+    score = np.asarray(score, dtype=np.float32)
+    days = np.asarray(dates).astype("datetime64[D]").astype(np.int64)
+    if score.ndim != 2 or days.shape != (score.shape[1],):
+        raise InputError(f"score {score.shape} must be (pixels, {days.shape[0]} dates)",
+                         parameter="score")
+    if not warmup_days >= 0:
+        raise InputError(f"must be >= 0, got {warmup_days}", parameter="warmup_days")
+    usable = np.isfinite(score) & (days[None] >= days[0] + warmup_days)
+    index = np.argmax(np.where(usable, score, -np.inf), axis=1)
+    found = usable.any(axis=1)
+    peak = np.where(found, score[np.arange(score.shape[0]), index], np.nan).astype(np.float32)
+    return peak, np.where(found, index, -1).astype(np.int64)
+
+
 def refine_change_dates(detected: np.ndarray, score: np.ndarray, dates: np.ndarray, *,
                         window_days: float = 365.0) -> np.ndarray:
     """Move each detected change to the date that departs most from the model's forecast.
