@@ -42,12 +42,14 @@ def test_cli_pipeline(tmp_path, run_cli, monkeypatch):
     assert model.memory == 4
     assert model.feature_config.residuals and model.feature_config.input_lags == 6
     assert meta["compute"]["pretraining"]["tokens"] > meta["compute"]["finetuning"]["tokens"]
+    assert meta["compute"]["finetuning"]["phase"] == "finetuning (head)"
     maps = tmp_path / "maps"
     code, out, err = run_cli(["timeseries", "predict", str(sim / "stack"), "--model",
                              str(run / "ft" / "model.safetensors"), "--out", str(maps),
                              "--dates", "2019-06-30,2019-12-31", "--labels",
                              str(sim / "canopy_last.tif"), "--rows-per-block", "5"])
     assert code == 0, err
+    assert "forecasting head was not" not in err  # head-only fine-tuning: no caveat
     dates = json.loads((sim / "events.json").read_text())["dates"]
     june = max(d for d in dates if d <= "2019-06-30")
     with rasterio.open(maps / f"probability_{june}.tif") as src:
@@ -142,3 +144,15 @@ def test_cli_presto_regression(tmp_path, run_cli):
     assert "test split: rmse" in out and "(n=10)" in out
     lines = (tmp_path / "p" / "predictions.csv").read_text().splitlines()
     assert lines[0] == "sample,prediction,target,is_test" and len(lines) == 41
+
+
+def test_refined_dates_carry_a_caveat_when_the_backbone_was_fine_tuned():
+    from eokit.timeseries.cli import refinement_caveat
+
+    def meta(phase):
+        return {"compute": {"finetuning": {"phase": phase}}}
+
+    assert refinement_caveat(meta("finetuning (head)")) is None
+    assert refinement_caveat({}) is None  # no record: nothing to say
+    for mode in ("full", "lora"):
+        assert f"finetuning ({mode})" in refinement_caveat(meta(f"finetuning ({mode})"))

@@ -309,6 +309,9 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
     reader = SeriesReader(input_path, layout=layout,
                           **_reader_options(features, valid_mask, invalid_mask))
     forest = [c.strip() for c in forest_classes.split(",")] if forest_classes else None
+    caveat = refinement_caveat(meta) if refine_dates else None
+    if caveat:
+        click.echo(f"warning: {caveat}", err=True)
     result = write_maps(model, reader, out_dir, dates=dates, multiband=multiband,
                         forest_classes=forest, rows_per_block=rows_per_block,
                         refine_dates=refine_dates,
@@ -351,6 +354,19 @@ def forecast(input_path: Path, model_path: Path, steps: int, step_days: float | 
     files = write_forecast(backbone, data, out_dir, steps, step_days=step_days)
     for name, file in files.items():
         click.echo(f"{name}: {file}")
+
+
+def refinement_caveat(meta: dict[str, Any]) -> str | None:
+    """Why refined dates may mislead for this fine-tuned model, or None (frozen backbone).
+
+    The refinement reads the backbone's forecasting head, which full or LoRA fine-tuning does
+    not train along with the backbone it changes.
+    """
+    phase = str(((meta.get("compute") or {}).get("finetuning") or {}).get("phase", ""))
+    if not phase or "(head)" in phase:
+        return None
+    return (f"the backbone was changed in fine-tuning ({phase}) but its forecasting head was not: "
+            "dates in stops_forest_refined.tif may be off (--no-refine-dates skips them)")
 
 
 def _predict_samples(model: Any, input_path: Path, out_dir: Path) -> None:
