@@ -351,10 +351,12 @@ def predict_report(model: FineTunedSeriesModel, meta: dict[str, Any], reader: Se
             changes.append(("stops being forest, dated by the backbone's forecast (largest "
                             "departure in the year up to the detection)",
                             result.stops_forest_refined))
+        span = float((dates[-1].astype("datetime64[D]") - dates[0].astype("datetime64[D]"))
+                     .astype(np.int64))  # one colour scale for every change map
         for name, change in changes:
             report.image_map(_days_since(change, dates), title=name, pixel_size_m=pixel_size,
                              cmap="plasma", colorbar_label="days since first date", vmin=0.0,
-                             vmax=float(_days_since(np.array([len(dates) - 1]), dates)[0]))
+                             vmax=span)
     if labels is not None and result.probability_preview:
         latest = max(result.probability_preview)
         raw = read_label_raster(labels, grid, [str(i) for i in range(256)])
