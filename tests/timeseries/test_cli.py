@@ -73,6 +73,24 @@ def test_cli_pipeline(tmp_path, run_cli, monkeypatch):
         assert np.abs(src.read()[:, ok] - probs[:, ok]).max() < 0.05
     html = (maps / "report.html").read_text()
     assert "ROC" in html and "Forecast" in html
+    smooth = tmp_path / "maps_3x3"
+    code, out, err = run_cli(["timeseries", "predict", str(sim / "stack"), "--model",
+                             str(run / "ft" / "model.safetensors"), "--out", str(smooth),
+                             "--dates", "2019-06-30", "--spatial-window", "3",
+                             "--no-refine-dates"])
+    assert code == 0, err
+    with rasterio.open(smooth / f"probability_{june}.tif") as src:
+        averaged = src.read()
+    from eokit.timeseries.predict import spatial_mean
+
+    expected = spatial_mean(np.where(probs < 0, np.nan, probs).transpose(1, 2, 0), 3)
+    assert np.allclose(averaged[:, ok], expected.transpose(2, 0, 1)[:, ok], atol=1e-5)
+    assert "3 x 3 pixel neighbourhoods" in (smooth / "report.html").read_text()
+    code, out, err = run_cli(["timeseries", "predict", str(sim / "stack"), "--model",
+                             str(run / "ft" / "model.safetensors"), "--out",
+                             str(tmp_path / "bad"), "--spatial-window", "4"])
+    assert code != 0 and "spatial_window: must be an odd integer >= 1, got 4" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
     fc = tmp_path / "fc"
     code, out, err = run_cli(["timeseries", "forecast", str(sim / "stack"), "--model",
                              str(run / "backbone.safetensors"), "--steps", "2", "--out", str(fc)])

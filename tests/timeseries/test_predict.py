@@ -1,4 +1,5 @@
-"""Map writing: never-observed pixels become nodata (not NaN), date selection, multi-band COG."""
+"""Map writing: never-observed pixels become nodata (not NaN), date selection, multi-band COG,
+spatial averaging of the probability maps."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from eokit.core.errors import InputError
 from eokit.timeseries.data import SeriesReader
 from eokit.timeseries.model import FineTunedSeriesModel, PixelSeriesTransformer, SeriesModelConfig
-from eokit.timeseries.predict import select_dates, write_maps
+from eokit.timeseries.predict import select_dates, spatial_mean, write_maps
 
 DATES = ["2020-01-05", "2020-03-01", "2020-05-20", "2020-08-01"]
 
@@ -67,3 +68,59 @@ def test_select_dates():
         select_dates(dates, "2019-12-01")
     with pytest.raises(InputError, match="dates: not an ISO date"):
         select_dates(dates, "yesterday")
+
+
+def test_spatial_mean_against_hand_computed_neighbourhoods():
+    values = np.arange(20, dtype=np.float32).reshape(4, 5)
+    values[1, 1] = np.nan  # never observed: neither counted nor filled
+    out = spatial_mean(values, 3)
+    # Corner (0, 0): neighbours (0,0) (0,1) (1,0); (1,1) is NaN and left out.
+    assert out[0, 0] == pytest.approx((0 + 1 + 5) / 3)
+    # (2, 2): a full 3 x 3 window with the NaN in it; (3, 3): clipped at the bottom edge.
+    assert out[2, 2] == pytest.approx(values[1:4, 1:4][np.isfinite(values[1:4, 1:4])].mean())
+    assert out[3, 3] == pytest.approx(np.mean([12, 13, 14, 17, 18, 19]))
+    # (2, 1): its window holds the NaN at (1, 1) -> mean of the 8 others.
+    window = values[1:4, 0:3]
+    assert out[2, 1] == pytest.approx(np.nanmean(window))
+    assert np.isnan(out[1, 1])
+    assert spatial_mean(values, 1) is values
+    # Class probabilities stay probabilities (trailing axis averaged independently).
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet([1, 1, 1], size=(6, 7)).astype(np.float32)
+    p[3, 4] = np.nan
+    q = spatial_mean(p, 5)
+    ok = np.isfinite(p).all(-1)
+    assert np.allclose(q[ok].sum(-1), 1.0, atol=1e-6) and np.isnan(q[3, 4]).all()
+    for bad in (0, 2, -3, 1.5, True):
+        with pytest.raises(InputError, match="spatial_window: must be an odd integer"):
+            spatial_mean(values, bad)
+
+
+def test_spatial_window_maps_do_not_depend_on_the_row_blocks(tmp_path, write_test_geotiff):
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for date in DATES:
+        data = rng.uniform(0, 0.5, size=(2, 9, 4)).astype(np.float32)
+        data[:, 4, 2] = np.nan  # never observed
+        write_test_geotiff(folder / f"img_{date}.tif", data, nodata=np.nan)
+    reader = SeriesReader(folder)
+    model = _model()
+
+    def probabilities(name, **options):  # noqa: ANN001, ANN202
+        write_maps(model, reader, tmp_path / name, dates="last", refine_dates=False,
+                   progress=False, **options)
+        with rasterio.open(tmp_path / name / "probability_2020-08-01.tif") as src:
+            return src.read(), src.nodata
+
+    pixel, _ = probabilities("pixel", rows_per_block=9)
+    whole, _ = probabilities("whole", rows_per_block=9, spatial_window=3)
+    blocks, nodata = probabilities("blocks", rows_per_block=2, spatial_window=3)
+    assert np.allclose(whole, blocks, atol=1e-6)  # the halo rows make block edges invisible
+    expected = spatial_mean(np.where(pixel == nodata, np.nan, pixel).transpose(1, 2, 0), 3)
+    assert np.allclose(np.nan_to_num(expected.transpose(2, 0, 1), nan=nodata), whole, atol=1e-6)
+    assert np.abs(pixel - whole).max() > 1e-4  # the averaging did something (beyond rounding)
+    assert (whole[:, 4, 2] == nodata).all()
+    with pytest.raises(InputError, match="spatial_window"):
+        write_maps(model, reader, tmp_path / "bad", spatial_window=2, progress=False)
+    assert not (tmp_path / "bad").exists()

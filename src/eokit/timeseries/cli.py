@@ -281,12 +281,16 @@ _dtype_option = click.option(
 @click.option("--refine-dates/--no-refine-dates", default=True, show_default=True,
               help="Also write stops_forest_refined.tif: each loss of forest dated by the "
                    "backbone's forecast residual (one more forward pass).")
+@click.option("--spatial-window", default=1, show_default=True,
+              help="Average the probability maps over N x N pixel neighbourhoods (odd N; "
+                   "1 = per pixel). Change maps stay per pixel.")
 @_dtype_option
 @device_option
 @_eopatch_options
 def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None,
             multiband: bool, labels: Path | None, label_map: str | None,
-            forest_classes: str | None, rows_per_block: int, refine_dates: bool, dtype: str,
+            forest_classes: str | None, rows_per_block: int, refine_dates: bool,
+            spatial_window: int, dtype: str,
             device: str, layout: str, features: str | None, valid_mask: str | None,
             invalid_mask: str | None) -> None:
     """Map class probabilities at several dates, first/last forest dates, and write a report."""
@@ -314,7 +318,7 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
         click.echo(f"warning: {caveat}", err=True)
     result = write_maps(model, reader, out_dir, dates=dates, multiband=multiband,
                         forest_classes=forest, rows_per_block=rows_per_block,
-                        refine_dates=refine_dates,
+                        refine_dates=refine_dates, spatial_window=spatial_window,
                         keep_preview=reader.grid.width * reader.grid.height <= 4_000_000)
     report = predict_report(model, meta, reader, result, labels=labels,
                             label_map=parse_label_map(label_map),

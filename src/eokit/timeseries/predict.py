@@ -96,6 +96,7 @@ class MapResult:
     stops_forest_refined: np.ndarray | None = None
     unobserved_pixels: int = 0
     pixels: int = 0
+    spatial_window: int = 1
 
 
 def write_maps(
@@ -111,6 +112,7 @@ def write_maps(
     smooth: int = 5,
     hysteresis: float = 0.1,
     refine_dates: bool = True,
+    spatial_window: int = 1,
     keep_preview: bool = True,
     progress: bool = True,
 ) -> MapResult:
@@ -131,6 +133,10 @@ def write_maps(
             to the date, within the year up to its detection, that departs most from the
             backbone's one-step forecast (:func:`~eokit.timeseries.task.refine_change_dates`;
             meaningful for a backbone kept frozen in fine-tuning, the default).
+        spatial_window: Odd side of the square neighbourhood over which the probability maps
+            are averaged (:func:`spatial_mean`; 1 = per pixel). Blocks are read with the
+            neighbourhood's halo, so the result does not depend on ``rows_per_block``. The
+            change maps stay per pixel.
         keep_preview: Keep the maps in memory for the report (small scenes).
         progress: Progress bar over row blocks.
 
@@ -149,9 +155,12 @@ def write_maps(
     date_text = [str(reader.dates[i].astype("datetime64[D]")) for i in chosen]
     classes = model.class_names
     forest = forest_class_indices(classes, forest_classes)
+    check_window(spatial_window)
+    halo = spatial_window // 2
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    result = MapResult(date_indices=chosen, dates=reader.dates, pixels=height * width)
+    result = MapResult(date_indices=chosen, dates=reader.dates, pixels=height * width,
+                       spatial_window=spatial_window)
     writers: dict[str, Any] = {}
     try:
         if multiband:
@@ -180,10 +189,16 @@ def write_maps(
         blocks = list(iter_row_blocks(height, rows_per_block))
         for row, rows in tqdm(blocks, desc="maps", disable=not progress or len(blocks) < 2,
                               leave=False):
-            block = reader.read((row, 0, rows, width))
-            probs = predict_series(model, block)  # (N, T, K), NaN for never-observed pixels
+            top, bottom = max(0, row - halo), min(height, row + rows + halo)
+            wide = reader.read((top, 0, bottom - top, width))
+            wide_probs = predict_series(model, wide)  # (N, T, K), NaN for never-observed pixels
+            core = np.arange((row - top) * width, (row - top + rows) * width)
+            block = wide if halo == 0 else wide.subset(core)
+            probs = wide_probs[core]
             result.unobserved_pixels += int((~block.has_observation).sum())
-            chosen_probs = probs[:, chosen, :].reshape(rows, width, len(chosen), len(classes))
+            chosen_probs = spatial_mean(
+                wide_probs[:, chosen, :].reshape(bottom - top, width, len(chosen), len(classes)),
+                spatial_window)[row - top:row - top + rows]
             filled = np.where(np.isnan(chosen_probs), PROBABILITY_NODATA, chosen_probs)
             if multiband:
                 cube = filled.reshape(rows, width, -1).transpose(2, 0, 1)
@@ -228,6 +243,41 @@ def write_maps(
             if refine_dates:
                 result.stops_forest_refined = refined_all
     return result
+
+
+def check_window(window: int) -> None:
+    """Raise unless ``window`` is a positive odd integer (the side of a centred neighbourhood)."""
+    if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1 \
+            or window % 2 == 0:
+        raise InputError(f"must be an odd integer >= 1, got {window!r}",
+                         parameter="spatial_window")
+
+
+def spatial_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Average ``values`` (H, W, ...) over the centred ``window`` x ``window`` neighbourhood.
+
+    Only finite values enter a mean (never-observed pixels, NaN, neither count nor dilute their
+    neighbours; the neighbourhood is clipped at the raster's edge), and a pixel that is NaN stays
+    NaN. Applied to class probabilities the result still sums to one over the classes. This is
+    the usual spatial post-processing of per-pixel classifiers: land cover is spatially
+    coherent, isolated single-pixel decisions are mostly noise.
+
+    Args:
+        values: (H, W, ...) array; trailing axes are averaged independently.
+        window: Odd neighbourhood side in pixels; 1 returns ``values`` unchanged.
+    """
+    check_window(window)
+    if window == 1:
+        return values
+    from scipy.ndimage import uniform_filter
+
+    finite = np.isfinite(values)
+    size = (window, window) + (1,) * (values.ndim - 2)
+    total = uniform_filter(np.where(finite, values, 0.0).astype(np.float64), size=size,
+                           mode="constant")
+    count = uniform_filter(finite.astype(np.float64), size=size, mode="constant")
+    out = total / np.maximum(count, 1e-12)
+    return np.where(finite, out, np.nan).astype(values.dtype)
 
 
 def _warmup_index(dates: np.ndarray | None, days: int = 180) -> int:
@@ -337,7 +387,11 @@ def predict_report(model: FineTunedSeriesModel, meta: dict[str, Any], reader: Se
         facts["fine-tuning / pretraining FLOPs"] = f"{100 * compute['flops_ratio']:.2f} %"
         facts["fine-tuning pixels / pretraining pixels"] = f"{100 * compute['pixel_ratio']:.2f} %"
     report.metrics(facts, caption="Model and compute")
-    report.section("Maps", "Most likely class at each mapped date (grey: never observed).")
+    context = "" if result.spatial_window == 1 else (
+        f" Probabilities averaged over {result.spatial_window} x {result.spatial_window} pixel "
+        "neighbourhoods (observed pixels only); the change maps are per pixel.")
+    report.section("Maps", "Most likely class at each mapped date (grey: never observed)."
+                   + context)
     for index, probs in result.probability_preview.items():
         report.image_map(_class_map(probs), title=f"class on {str(dates[index])[:10]}",
                          pixel_size_m=pixel_size, classes=model.class_names)
