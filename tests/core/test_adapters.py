@@ -304,3 +304,24 @@ def test_domain_bn_keeps_timm_fused_activation() -> None:
     assert isinstance(dbn, A.DomainBatchNorm)
     assert torch.equal(dbn(x), bn(x))
     assert (dbn(x) >= 0).all()
+
+
+def test_second_adapter_can_be_left_out_of_the_fingerprint(tmp_path: Path) -> None:
+    x = example_input()
+    both = A.apply_lora(make_model("cnn"), ["fc"], r=2)
+    A.apply_lora(both, ["fc"], r=2, adapter_name="other")  # a second adapter on the same layer
+    one_step(both, x)
+    lora = ["*lora_*.default.*"]
+    plain = A.save_adapter(both, tmp_path / "plain.safetensors", include=lora)
+    scoped = A.save_adapter(both, tmp_path / "scoped.safetensors", include=lora,
+                            fingerprint_exclude=["*lora_*.other.*"], hash_base_weights=True)
+    only_default = A.apply_lora(make_model("cnn"), ["fc"], r=2)
+    with pytest.raises(InputError, match="different base model"):
+        A.load_adapter(only_default, plain)  # the other adapter's tensors were fingerprinted
+    A.load_adapter(only_default, scoped)
+    saved = {k: v for k, v in both.state_dict().items() if A.matches_any(k, lora)}
+    loaded = only_default.state_dict()
+    assert saved and all(torch.equal(loaded[k], v) for k, v in saved.items())
+    # The base is still checked: another head width is refused.
+    with pytest.raises(InputError, match="different base model|shape mismatch"):
+        A.load_adapter(A.apply_lora(make_model("cnn", num_classes=5), ["fc"], r=2), scoped)

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -661,6 +661,7 @@ def save_adapter(
     include: Sequence[str] | str,
     metadata: dict[str, str] | None = None,
     hash_base_weights: bool = False,
+    fingerprint_exclude: Sequence[str] | str = (),
 ) -> Path:
     """Save only the parameters/buffers matching ``include`` to a safetensors file (atomic write).
 
@@ -674,6 +675,10 @@ def save_adapter(
             ``["*bottleneck_adapter*"]``, ``["*.bns.*"]``, ``["head.*"]``.
         metadata: Extra ``str -> str`` metadata to store.
         hash_base_weights: Also fingerprint the base weights' values.
+        fingerprint_exclude: Globs/regexes of state-dict keys that are neither this adapter nor
+            the base, e.g. a second adapter the model carries (``["*lora_*.other.*"]``): left out
+            of the fingerprint (and so out of the check when loading), so the file also loads
+            onto the base with only this adapter applied. Stored in the file.
 
     Returns:
         The written path.
@@ -686,23 +691,34 @@ def save_adapter(
     selected = {k: v for k, v in state.items() if matches_any(k, pats)}
     if not selected:
         raise InputError(f"no parameter or buffer matches {pats}", parameter="include")
+    others = _as_patterns(fingerprint_exclude, "fingerprint_exclude") if fingerprint_exclude \
+        else []
+    outside = _fingerprint_skip(state, selected, others)
     meta: dict[str, str] = {str(k): str(v) for k, v in (metadata or {}).items()}
     meta.update(
         {
             "format": ADAPTER_FORMAT,
             "include": json.dumps(pats),
-            "base_fingerprint": base_fingerprint(model, list(selected)),
+            "base_fingerprint": base_fingerprint(model, outside),
             "model_class": type(model).__name__,
         }
     )
+    if others:
+        meta["fingerprint_exclude"] = json.dumps(others)
     if hash_base_weights:
-        meta["base_weights_fingerprint"] = base_fingerprint(model, list(selected), weights=True)
+        meta["base_weights_fingerprint"] = base_fingerprint(model, outside, weights=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in selected.items()}
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     logger.info("saved %d adapter tensors (%d values) to %s", len(tensors),
                 sum(t.numel() for t in tensors.values()), path)
     return path
+
+
+def _fingerprint_skip(state: dict[str, Any], adapter: Iterable[str], others: Sequence[str]
+                      ) -> list[str]:
+    """Keys left out of the base fingerprint: the adapter's own and those matching ``others``."""
+    return [*adapter, *(k for k in state if others and matches_any(k, others))]
 
 
 def load_adapter(
@@ -754,8 +770,14 @@ def load_adapter(
             path=path,
         )
     if base_fingerprint_check:
+        try:
+            others = [str(p) for p in json.loads(meta.get("fingerprint_exclude", "[]"))]
+        except ValueError as err:
+            raise InputError(f"corrupt adapter metadata 'fingerprint_exclude' ({err})",
+                             path=path) from err
+        outside = _fingerprint_skip(state, tensors, others)
         expected = meta.get("base_fingerprint")
-        actual = base_fingerprint(model, list(tensors))
+        actual = base_fingerprint(model, outside)
         if expected != actual:
             raise InputError(
                 f"adapter was saved for a different base model (fingerprint {expected}, "
@@ -763,7 +785,7 @@ def load_adapter(
                 path=path,
             )
         if "base_weights_fingerprint" in meta:
-            actual_w = base_fingerprint(model, list(tensors), weights=True)
+            actual_w = base_fingerprint(model, outside, weights=True)
             if actual_w != meta["base_weights_fingerprint"]:
                 raise InputError(
                     "adapter was saved on the same architecture with different base weights",
