@@ -361,6 +361,13 @@ def test_resume_epoch_reads_lightning_progress_and_rejects_corrupt_files(tmp_pat
     torch.save({"epoch": 4}, tmp_path / "b.ckpt")  # no loop state: the epoch after the saved one
     assert T.resume_epoch(tmp_path / "a.ckpt") == 3
     assert T.resume_epoch(tmp_path / "b.ckpt") == 5
+    assert T.resume_position(tmp_path / "a.ckpt") == (3, 0)  # between epochs
+    within = {"current": {"ready": 4, "started": 4, "processed": 3, "completed": 3}}
+    batches = {"current": {"ready": 7, "started": 7, "processed": 6, "completed": 5}}
+    torch.save({"epoch": 3, "loops": {"fit_loop": {"epoch_progress": within,
+                                                   "epoch_loop.batch_progress": batches}}},
+               tmp_path / "mid.ckpt")
+    assert T.resume_position(tmp_path / "mid.ckpt") == (3, 6)  # epoch 3, 6 batches trained
     (tmp_path / "c.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="c.ckpt"):
         T.resume_epoch(tmp_path / "c.ckpt")
@@ -383,3 +390,39 @@ def test_resumed_epoch_gets_its_own_order_with_worker_processes(script: Path,
     assert straight[:16] != straight[16:]  # each epoch has its own order
     first = run(tmp_path / "resumed", 1, False)
     assert first + run(tmp_path / "resumed", 2, True) == straight
+
+
+def test_mid_epoch_resume_trains_the_rest_of_that_epoch_bit_identically(script: Path,
+                                                                       tmp_path: Path) -> None:
+    """A checkpoint written within an epoch: the resumed run sees that epoch's remaining batches
+    (not its first ones again) and ends with the weights of an uninterrupted run."""
+    mod = import_script(script)
+
+    class Crash(Exception):
+        pass
+
+    class CrashAfterStep5(mod.Recorder):  # type: ignore[name-defined,misc]
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001, ANN202
+            if trainer.global_step >= 5:
+                raise Crash
+
+    def run(out: Path, recorder: object, resume: bool = False) -> nn.Module:
+        torch.manual_seed(0)
+        task = mod.RegressionTask()
+        data = T.SimpleDataModule(mod.IndexDataset(), batch_size=4, seed=1)  # 8 batches / epoch
+        T.fit(task, data, out, resume=resume, seed=0, callbacks=[recorder], progress=False,
+              max_steps=12, checkpoint_every_n_steps=2, enable_model_summary=False)
+        return task
+
+    straight = mod.Recorder()
+    reference = run(tmp_path / "straight", straight)
+    with pytest.raises(Crash):
+        run(tmp_path / "crashed", CrashAfterStep5())
+    assert T.resume_position(tmp_path / "crashed" / "checkpoints" / "last.ckpt") == (0, 4)
+    resumed = mod.Recorder()
+    task = run(tmp_path / "crashed", resumed, resume=True)
+    assert resumed.steps == list(range(4, 12))
+    assert resumed.indices == straight.indices[16:]  # batches 4-7 of epoch 0, then epoch 1
+    for (key, a), b in zip(reference.state_dict().items(), task.state_dict().values(),
+                           strict=True):
+        assert torch.equal(a, b), key

@@ -15,6 +15,7 @@ import inspect
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ __all__ = [
     "make_trainer",
     "parse_trainer_overrides",
     "resume_epoch",
+    "resume_position",
     "save_weights",
     "seed_everything",
 ]
@@ -147,6 +149,7 @@ class DistributedAwareSampler(DistributedSampler):  # type: ignore[type-arg]
             self.num_samples = math.ceil(self.epoch_size / self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
         self.dataset = dataset  # type: ignore[assignment]
+        self._resume: tuple[int, int] | None = None
 
     def epoch_indices(self) -> list[int]:
         """All ranks' indices for the current epoch (before sharding), length ``total_size``."""
@@ -164,8 +167,23 @@ class DistributedAwareSampler(DistributedSampler):  # type: ignore[type-arg]
         return order[: self.total_size]
 
     def __iter__(self) -> Iterator[int]:
-        """Yield this rank's indices for the current epoch."""
-        return iter(self.epoch_indices()[self.rank : self.total_size : self.num_replicas])
+        """Yield this rank's indices for the current epoch (minus a pending resume skip)."""
+        indices = self.epoch_indices()[self.rank : self.total_size : self.num_replicas]
+        if self._resume is not None and self._resume[0] == self.epoch:
+            indices = indices[self._resume[1]:]
+            self._resume = None
+        return iter(indices)
+
+    def resume_within_epoch(self, epoch: int, samples: int) -> None:
+        """Skip this rank's first ``samples`` indices the next time ``epoch`` is iterated (once).
+
+        A run resumed from a mid-epoch checkpoint then sees the rest of that epoch's permutation
+        instead of its start again. ``__len__`` keeps the full epoch length (Lightning counts the
+        resumed epoch's remaining batches from its restored progress).
+        """
+        if samples < 0:
+            raise InputError(f"must be >= 0, got {samples}", parameter="samples")
+        self._resume = (int(epoch), int(samples)) if samples else None
 
     def __len__(self) -> int:
         """Number of indices this rank yields per epoch."""
@@ -264,6 +282,9 @@ class SimpleDataModule(L.LightningDataModule):
         #: Epoch of the training sampler when its loader is built (:func:`fit` sets it on resume:
         #: Lightning starts a loader's worker processes before it calls ``set_epoch``).
         self.start_epoch = 0
+        #: Batches of ``start_epoch`` already trained (a mid-epoch checkpoint; :func:`fit` sets
+        #: it): the training sampler skips them.
+        self.start_batch = 0
 
     def _loader(self, dataset: Dataset[Any], *, train: bool) -> DataLoader[Any]:
         loader = make_loader(
@@ -273,6 +294,8 @@ class SimpleDataModule(L.LightningDataModule):
         )
         if train and isinstance(loader.sampler, DistributedAwareSampler):
             loader.sampler.set_epoch(self.start_epoch)
+            loader.sampler.resume_within_epoch(self.start_epoch,
+                                               self.start_batch * self.batch_size)
         return loader
 
     def train_dataloader(self) -> DataLoader[Any]:
@@ -596,14 +619,34 @@ def resume_epoch(path: str | Path) -> int:
     and augmentation must be told this number before ``Trainer.fit`` (later epochs are reached by
     ``on_train_epoch_start``). Read with ``weights_only=True``.
     """
+    return resume_position(path)[0]
+
+
+def resume_position(path: str | Path) -> tuple[int, int]:
+    """(epoch, batches of it already trained) where a run resumed from ``path`` goes on.
+
+    The batch count is non-zero for a checkpoint written within an epoch
+    (``checkpoint_every_n_steps``): Lightning restores its progress and trains only the remaining
+    batches of that epoch, but a plain data loader would start the epoch's order again (its first
+    batches seen twice, its last ones never); :class:`SimpleDataModule` skips them instead.
+    Read with ``weights_only=True``.
+    """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file is one clear error
         raise InputError(f"cannot read checkpoint: {error}".splitlines()[0], path=path) from None
     try:
-        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+        loop = checkpoint["loops"]["fit_loop"]
+        epochs = loop["epoch_progress"]["current"]
+        epoch = int(epochs["processed"])
     except (KeyError, TypeError):
-        return int(checkpoint.get("epoch", -1)) + 1
+        return int(checkpoint.get("epoch", -1)) + 1, 0
+    try:
+        in_progress = int(epochs["started"]) > epoch
+        done = int(loop["epoch_loop.batch_progress"]["current"]["processed"]) if in_progress else 0
+    except (KeyError, TypeError):
+        done = 0
+    return epoch, done
 
 
 def fit(
@@ -647,9 +690,17 @@ def fit(
         else:
             logger.info("resuming from %s", ckpt_path)
             if isinstance(datamodule, SimpleDataModule):
-                datamodule.start_epoch = resume_epoch(ckpt_path)
-    trainer.fit(task, datamodule=datamodule,
-                ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+                datamodule.start_epoch, datamodule.start_batch = resume_position(ckpt_path)
+                if datamodule.start_batch:
+                    logger.info("resuming within epoch %d after %d batches (the sampler skips "
+                                "them)", datamodule.start_epoch, datamodule.start_batch)
+    with warnings.catch_warnings():
+        if isinstance(datamodule, SimpleDataModule) and datamodule.start_batch:
+            # Lightning's caution about mid-epoch checkpoints assumes the epoch's order restarts.
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended "
+                                    "before the epoch ended")
+        trainer.fit(task, datamodule=datamodule,
+                    ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     return trainer
 
 
