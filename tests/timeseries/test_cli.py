@@ -91,6 +91,12 @@ def test_cli_pipeline(tmp_path, run_cli, monkeypatch):
                              str(tmp_path / "bad"), "--spatial-window", "4"])
     assert code != 0 and "spatial_window: must be an odd integer >= 1, got 4" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    code, out, err = run_cli(["timeseries", "predict", str(sim / "stack"), "--model",
+                             str(run / "ft" / "model.safetensors"), "--out",
+                             str(tmp_path / "bad_labels"), "--labels",
+                             str(sim / "canopy_last.tif"), "--label-map", "*:7"])
+    assert code != 0 and "canopy_last.tif: label values [7] are outside the 3 classes" in err
+    assert not (tmp_path / "bad_labels").exists()  # labels are read before any map is written
     fc = tmp_path / "fc"
     code, out, err = run_cli(["timeseries", "forecast", str(sim / "stack"), "--model",
                              str(run / "backbone.safetensors"), "--steps", "2", "--out", str(fc)])

@@ -192,3 +192,25 @@ def test_series_reader_windows_match_full_read(tmp_path, write_test_geotiff):
     assert stack.grid.shape == (5, 4) and stack.band_names == ["b1", "b2", "b3"]
     with pytest.raises(InputError, match="GeoTIFF stack or an EOPatch"):
         SeriesReader(folder, layout="presto")
+
+
+def test_map_labels_from_an_eopatch_feature_or_a_geotiff(tmp_path, write_test_geotiff):
+    from eokit.timeseries.data import SeriesReader
+    from eokit.timeseries.predict import read_map_labels
+
+    root, _, _, lulc = _eopatch(tmp_path)
+    reader = SeriesReader(root)
+    truth = read_map_labels("mask_timeless/LULC", reader, ["other", "forest"],
+                            label_map={"0": 255, "2": 1, "*": 0})
+    expected = np.where(lulc[..., 0] == 0, 255, (lulc[..., 0] == 2).astype(np.int64))
+    np.testing.assert_array_equal(truth, expected)
+    with pytest.raises(InputError, match=r"LULC: label values \[2, 3\] are outside"):
+        read_map_labels("mask_timeless/LULC", reader, ["a", "b"])
+    np.save(root / "mask_timeless" / "WRONG.npy", np.zeros((3, 5, 1), np.uint8))
+    with pytest.raises(InputError, match=r"WRONG: shape \(3, 5, 1\) is not \(H, W, 1\)"):
+        read_map_labels("mask_timeless/WRONG", reader, ["a", "b"])
+    with pytest.raises(InputError, match="MISSING"):
+        read_map_labels("mask_timeless/MISSING", reader, ["a", "b"])
+    raster = write_test_geotiff(tmp_path / "labels.tif", np.ones((4, 5), np.uint8),
+                                transform=reader.grid.transform, crs=reader.grid.crs)
+    assert (read_map_labels(raster, reader, ["a", "b"]) == 1).all()

@@ -273,7 +273,8 @@ _dtype_option = click.option(
               help="Dates to map: comma-separated ISO dates, 'all' or 'last' (default 4 dates).")
 @click.option("--multiband", is_flag=True, help="One COG with dates x classes bands.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
-              help="Label GeoTIFF (class ids) for ROC/PR curves against the latest mapped date.")
+              help="Label GeoTIFF (class ids), or for an EOPatch a timeless feature such as "
+                   "mask_timeless/LULC, for ROC/PR curves against the latest mapped date.")
 @click.option("--label-map", default=None, help="Remap label values, e.g. '2:1,*:0'.")
 @click.option("--forest-classes", default=None,
               help="Classes counted as forest for the change maps (default: forest-like names).")
@@ -298,7 +299,7 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
     from eokit.core.tiling import resolve_device
     from eokit.timeseries.data import SeriesReader, parse_label_map
     from eokit.timeseries.model import FineTunedSeriesModel, load_model
-    from eokit.timeseries.predict import predict_report, write_maps
+    from eokit.timeseries.predict import predict_report, read_map_labels, write_maps
 
     model, meta = load_model(model_path)
     if not isinstance(model, FineTunedSeriesModel):
@@ -312,6 +313,8 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
         return
     reader = SeriesReader(input_path, layout=layout,
                           **_reader_options(features, valid_mask, invalid_mask))
+    truth = None if labels is None else read_map_labels(
+        labels, reader, model.class_names, label_map=parse_label_map(label_map))
     forest = [c.strip() for c in forest_classes.split(",")] if forest_classes else None
     caveat = refinement_caveat(meta) if refine_dates else None
     if caveat:
@@ -320,8 +323,8 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
                         forest_classes=forest, rows_per_block=rows_per_block,
                         refine_dates=refine_dates, spatial_window=spatial_window,
                         keep_preview=reader.grid.width * reader.grid.height <= 4_000_000)
-    report = predict_report(model, meta, reader, result, labels=labels,
-                            label_map=parse_label_map(label_map),
+    report = predict_report(model, meta, reader, result, truth=truth,
+                            labels_name=Path(labels).name if labels else "labels",
                             command="eokit timeseries predict")
     path = report.write(Path(out_dir) / "report.html")
     if result.unobserved_pixels:

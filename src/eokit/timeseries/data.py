@@ -276,6 +276,20 @@ def _load_feature(folder: Path, name: str) -> np.ndarray:
     raise InputError(f"EOPatch feature {name!r} not found (.npy or .npy.gz)", path=folder)
 
 
+def read_eopatch_labels(root: str | Path, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """A timeless EOPatch label feature (``mask_timeless/LULC``: (H, W, 1)) as an (H, W) array.
+
+    Raises:
+        InputError: the feature is missing, unreadable, or not (H, W, 1) for ``shape`` (H, W).
+    """
+    root = Path(root)
+    label = _load_feature(root, name)
+    if label.ndim != 3 or label.shape[:2] != tuple(shape) or label.shape[2] != 1:
+        raise InputError(f"shape {label.shape} is not (H, W, 1) = ({shape[0]}, {shape[1]}, 1)",
+                         path=root / name)
+    return np.asarray(label[:, :, 0])
+
+
 def _eopatch_grid(folder: Path, height: int, width: int) -> Grid:
     bbox = folder / "bbox.geojson"
     if not bbox.is_file():
@@ -358,10 +372,7 @@ def read_eopatch(
         valid &= part if is_valid else ~part
     targets = None
     if labels is not None:
-        label = _load_feature(root, labels)
-        if label.shape[:2] != (height, width):
-            raise InputError(f"shape {label.shape} is not (H, W, 1)", path=root / labels)
-        targets = np.asarray(label[rows, cols, 0]).reshape(-1)
+        targets = read_eopatch_labels(root, labels, (height, width))[rows, cols].reshape(-1)
     grid = _eopatch_grid(root, height, width).window_grid(r0, c0, h, w)
     return SeriesData(
         series=cube.transpose(1, 2, 0, 3).reshape(h * w, t, -1),

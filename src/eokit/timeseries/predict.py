@@ -360,14 +360,46 @@ def roc_pr_figure(curves: dict[str, dict[str, np.ndarray]], scores: dict[str, di
     return fig
 
 
+def read_map_labels(labels: str | Path, reader: SeriesReader, class_names: Sequence[str], *,
+                    label_map: dict[str, int] | None = None) -> np.ndarray:
+    """Reference labels for a mapped scene: (H, W) class ids of ``class_names``, 255 = ignore.
+
+    ``labels`` is a label GeoTIFF on the series' grid or, for an EOPatch input, a timeless
+    feature inside the patch (``mask_timeless/LULC``); ``label_map`` remaps raw values first.
+    Read before any map is written, so a bad label input fails fast.
+
+    Raises:
+        InputError: missing or unreadable labels, another grid, or values outside the classes.
+    """
+    from eokit.timeseries.data import (
+        apply_label_map,
+        check_labels,
+        read_eopatch_labels,
+        read_label_raster,
+    )
+
+    grid = reader.grid
+    name = str(labels)
+    if reader.layout == "eopatch" and not Path(name).suffix:
+        raw = read_eopatch_labels(reader.path, name, (grid.height, grid.width)).reshape(-1)
+        raw = raw.astype(np.int64)
+    else:
+        raw = read_label_raster(labels, grid, [str(i) for i in range(256)])
+    truth = np.asarray(apply_label_map(raw, label_map), dtype=np.int64)
+    check_labels(truth, class_names, source=Path(labels))
+    return truth.reshape(grid.height, grid.width)
+
+
 def predict_report(model: FineTunedSeriesModel, meta: dict[str, Any], reader: SeriesReader,
-                   result: MapResult, *, labels: str | Path | None = None,
-                   label_map: dict[str, int] | None = None, command: str | None = None,
+                   result: MapResult, *, truth: np.ndarray | None = None,
+                   labels_name: str = "labels", command: str | None = None,
                    n_forecast_pixels: int = 4, seed: int = 0) -> Any:
-    """HTML report: maps at the mapped dates, change maps, ROC/PR (labels given), forecasts."""
+    """HTML report: maps at the mapped dates, change maps, ROC/PR (labels given), forecasts.
+
+    ``truth`` is the (H, W) reference of :func:`read_map_labels` (named ``labels_name``).
+    """
     from eokit.core.metrics import binary_ranking_metrics, roc_pr_curves
     from eokit.core.report import Report
-    from eokit.timeseries.data import apply_label_map, read_label_raster
 
     report = Report("Pixel time-series canopy maps", command=command)
     grid = reader.grid
@@ -411,10 +443,8 @@ def predict_report(model: FineTunedSeriesModel, meta: dict[str, Any], reader: Se
             report.image_map(_days_since(change, dates), title=name, pixel_size_m=pixel_size,
                              cmap="plasma", colorbar_label="days since first date", vmin=0.0,
                              vmax=span)
-    if labels is not None and result.probability_preview:
+    if truth is not None and result.probability_preview:
         latest = max(result.probability_preview)
-        raw = read_label_raster(labels, grid, [str(i) for i in range(256)])
-        truth = apply_label_map(raw, label_map).reshape(grid.height, grid.width)
         probs = result.probability_preview[latest]
         known = (truth != 255) & ~np.isnan(probs).any(axis=0)
         scores: dict[str, dict[str, float]] = {}
@@ -424,7 +454,7 @@ def predict_report(model: FineTunedSeriesModel, meta: dict[str, Any], reader: Se
             if 0 < positive.sum() < positive.size:
                 scores[name] = binary_ranking_metrics(probs[k][known], positive)
                 curves[name] = roc_pr_curves(probs[k][known], positive)
-        report.section("Accuracy", f"One-vs-rest ROC and PR curves against {Path(labels).name} "
+        report.section("Accuracy", f"One-vs-rest ROC and PR curves against {labels_name} "
                        f"on {str(dates[latest])[:10]} ({int(known.sum())} labelled pixels).")
         if curves:
             report.table([{"class": n, **s} for n, s in scores.items()])
