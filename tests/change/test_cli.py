@@ -90,6 +90,12 @@ def test_predict_bad_inputs_one_line_errors_nothing_written(
     code, _, err = _run([*base, "--domain", "sim_new", "--adapter", str(adapter)], capsys)
     assert code == 2 and "base" in err
     assert not (out / "change_probability.tif").exists()
+    # a label with a value outside {0, 1, 255}: refused before any output is written
+    label = write_raster(tmp_path / "label3.tif", np.full((1, 72, 72), 3, np.uint8),
+                         grid_factory(width=72, height=72))
+    code, _, err = _run([*base, "--domain", "sim_buildings", "--label", str(label)], capsys)
+    assert code == 2 and "label3.tif" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 

@@ -130,6 +130,8 @@ def predict_pair(
                 f"{grid_a.width}x{grid_a.height}",
                 path=label,
             )
+    # Read (and check the values of) the label before the inference, so a bad one fails fast.
+    full_label = read_label(Path(label), label_mode) if label is not None else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.set_domain(index)
@@ -149,7 +151,6 @@ def predict_pair(
         progress=progress,
         device=device,
     )
-    full_label = read_label(Path(label), label_mode) if label is not None else None
     matrix = ConfusionMatrix(2, ignore_index=IGNORE_INDEX) if label is not None else None
     height, width = grid_a.shape
     with open_writer(binary_path, grid_a, 1, "uint8", nodata=255, cog=True,
