@@ -22,15 +22,19 @@ def _model(bands: int = 2) -> FineTunedSeriesModel:
     return FineTunedSeriesModel(backbone, 2, class_names=["none", "forest"]).eval()
 
 
-def test_unobserved_pixel_is_nodata_and_reported(tmp_path, write_test_geotiff):
-    folder = tmp_path / "stack"
+def _stack(folder, write_test_geotiff, shape, unobserved, seed):  # noqa: ANN001, ANN202
+    """A 2-band GeoTIFF stack over DATES whose pixel ``unobserved`` (row, col) is always NaN."""
     folder.mkdir()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for date in DATES:
-        data = rng.uniform(0, 0.5, size=(2, 6, 5)).astype(np.float32)
-        data[:, 2, 3] = np.nan  # never observed
+        data = rng.uniform(0, 0.5, size=(2, *shape)).astype(np.float32)
+        data[:, unobserved[0], unobserved[1]] = np.nan  # never observed
         write_test_geotiff(folder / f"img_{date}.tif", data, nodata=np.nan)
-    reader = SeriesReader(folder)
+    return SeriesReader(folder)
+
+
+def test_unobserved_pixel_is_nodata_and_reported(tmp_path, write_test_geotiff):
+    reader = _stack(tmp_path / "stack", write_test_geotiff, (6, 5), (2, 3), seed=0)
     result = write_maps(_model(), reader, tmp_path / "out", dates="2020-06-01,2020-08-01",
                         rows_per_block=4, progress=False)
     assert result.unobserved_pixels == 1
@@ -97,14 +101,7 @@ def test_spatial_mean_against_hand_computed_neighbourhoods():
 
 
 def test_spatial_window_maps_do_not_depend_on_the_row_blocks(tmp_path, write_test_geotiff):
-    folder = tmp_path / "stack"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    for date in DATES:
-        data = rng.uniform(0, 0.5, size=(2, 9, 4)).astype(np.float32)
-        data[:, 4, 2] = np.nan  # never observed
-        write_test_geotiff(folder / f"img_{date}.tif", data, nodata=np.nan)
-    reader = SeriesReader(folder)
+    reader = _stack(tmp_path / "stack", write_test_geotiff, (9, 4), (4, 2), seed=1)
     model = _model()
 
     def probabilities(name, **options):  # noqa: ANN001, ANN202
