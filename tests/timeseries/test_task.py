@@ -64,6 +64,34 @@ def test_augmented_pretraining_crops_and_counts_the_tokens_it_saw(tmp_path):
     assert full / 2 <= account.tokens < full
 
 
+def test_interrupted_pretraining_resumes_to_the_uninterrupted_result(tmp_path):
+    import lightning as L
+
+    data = _data(n=40)
+    common = {"size": "tiny", "epochs": 3, "batch_size": 8, "progress": False,
+              "config_overrides": {"max_len": 32}, "augment": False, "seed": 2}
+
+    class Interrupt(Exception):
+        pass
+
+    class InterruptAtEpoch2(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):  # noqa: ANN001, ANN202
+            if trainer.current_epoch == 2:
+                raise Interrupt
+
+    straight, account = pretrain(data, tmp_path / "straight", **common)
+    with pytest.raises(Interrupt):
+        pretrain(data, tmp_path / "run", **common,
+                 trainer_overrides={"callbacks": [InterruptAtEpoch2()]})
+    resumed, resumed_account = pretrain(data, tmp_path / "run", **common, resume=True)
+    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                           strict=True):
+        assert torch.equal(a, b), key
+    assert resumed_account.tokens == account.tokens  # the two epochs before the resume count
+    with pytest.raises(InputError, match="last.ckpt: checkpoint does not fit this model"):
+        pretrain(data, tmp_path / "run", **{**common, "size": "small"}, resume=True)
+
+
 def test_augment_series_crops_leading_dates_and_drops_some():
     series = torch.zeros(4, 20, 2)
     doy = torch.arange(1, 21, dtype=torch.float32).expand(4, 20)

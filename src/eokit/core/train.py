@@ -699,8 +699,16 @@ def fit(
             # Lightning's caution about mid-epoch checkpoints assumes the epoch's order restarts.
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended "
                                     "before the epoch ended")
-        trainer.fit(task, datamodule=datamodule,
-                    ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        try:
+            trainer.fit(task, datamodule=datamodule,
+                        ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        except RuntimeError as error:
+            if ckpt_path is None or "Error(s) in loading state_dict" not in str(error):
+                raise
+            first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()),
+                         str(error).splitlines()[0])
+            raise InputError("checkpoint does not fit this model (resumed with other settings?): "
+                             f"{first}", path=ckpt_path) from None
     return trainer
 
 

@@ -81,11 +81,13 @@ def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="YAML with model (class_path/init_args), pretrain and trainer sections.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True,
+              help="Continue from OUT/checkpoints/last.ckpt (same input and settings).")
 @click.pass_context
 def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
              features: str | None, valid_mask: str | None, invalid_mask: str | None,
              model_size: str, epochs: int, batch_size: int, lr: float, max_pixels: int | None,
-             augment: bool, config_path: Path | None, seed: int) -> None:
+             augment: bool, config_path: Path | None, seed: int, resume: bool) -> None:
     """Pretrain a backbone by next-token prediction on INPUT_PATH's unlabelled series.
 
     Writes OUT/backbone.safetensors (weights, config, band scaling, compute account).
@@ -117,7 +119,7 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
     backbone, account = run_pretrain(data, out_dir, size=model_size, config=config,
                                      epochs=epochs, batch_size=batch_size, lr=lr,
                                      max_pixels=max_pixels, augment=augment, seed=seed,
-                                     trainer_overrides=overrides)
+                                     trainer_overrides=overrides, resume=resume)
     path = save_model(backbone, out_dir / "backbone.safetensors",
                       extra={"compute": {"pretraining": account.as_dict()},
                              "source": str(input_path), "seed": str(seed)})

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from eokit.core.errors import DataError, InputError
 from eokit.core.types import IGNORE_INDEX
@@ -48,29 +48,6 @@ def _base_task() -> type:
     from eokit.core.train import BaseTask
 
     return BaseTask
-
-
-class SeriesDataModule(L.LightningDataModule):
-    """Train/val loaders over in-memory datasets (shuffled with a seeded generator)."""
-
-    def __init__(self, train: torch.utils.data.Dataset[Any], val: torch.utils.data.Dataset[Any]
-                 | None, *, batch_size: int, seed: int = 0) -> None:
-        super().__init__()
-        self.train_set, self.val_set = train, val
-        self.batch_size = batch_size
-        self.seed = seed
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        """Shuffled training batches."""
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          generator=generator, drop_last=False)
-
-    def val_dataloader(self) -> DataLoader[Any] | list[Any]:
-        """Validation batches (empty list when there is no validation set)."""
-        if self.val_set is None or len(self.val_set) == 0:  # type: ignore[arg-type]
-            return []
-        return DataLoader(self.val_set, batch_size=self.batch_size)
 
 
 def augment_series(series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor, *,
@@ -121,6 +98,13 @@ def _make_pretrain_task(model: PixelSeriesTransformer, lr: float, weight_decay: 
                                                         drop=0.1)
                 self.tokens_seen += int(series.shape[0] * series.shape[1])
             return self.model.next_token_loss(series, doy, valid)
+
+        def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+            # A resumed run's compute account covers the tokens before the interruption too.
+            checkpoint["eokit_tokens_seen"] = self.tokens_seen
+
+        def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+            self.tokens_seen = int(checkpoint.get("eokit_tokens_seen", 0))
 
     return PretrainTask()
 
@@ -184,9 +168,18 @@ def _make_full_task(model: FineTunedSeriesModel, loss_fn: LossFn, lr: float,
     return FineTuneTask()
 
 
+def _datamodule(train: torch.utils.data.Dataset[Any], val: torch.utils.data.Dataset[Any] | None,
+                *, batch_size: int, seed: int) -> L.LightningDataModule:
+    """In-memory train/val data: per-epoch seeded, rank-sharded order that resumes exactly."""
+    from eokit.core.train import SimpleDataModule
+
+    return SimpleDataModule(train, val, batch_size=batch_size, seed=seed)
+
+
 def _fit(task: Any, datamodule: L.LightningDataModule, out_dir: Path, *, epochs: int, seed: int,
          progress: bool, trainer_overrides: dict[str, Any] | None,
-         checkpoint_every_epoch: bool = True, callbacks: list[L.Callback] | None = None) -> None:
+         checkpoint_every_epoch: bool = True, callbacks: list[L.Callback] | None = None,
+         resume: bool = False) -> None:
     from eokit.core.train import fit
 
     extra: dict[str, Any] = {}
@@ -195,7 +188,7 @@ def _fit(task: Any, datamodule: L.LightningDataModule, out_dir: Path, *, epochs:
         extra["checkpoint_every_n_steps"] = 10**9
     if callbacks:
         extra["callbacks"] = callbacks
-    fit(task, datamodule, out_dir, seed=seed, trainer_overrides=trainer_overrides,
+    fit(task, datamodule, out_dir, resume=resume, seed=seed, trainer_overrides=trainer_overrides,
         max_epochs=epochs, progress=progress, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=5, **extra)
 
@@ -257,6 +250,7 @@ def pretrain(
     seed: int = 0,
     progress: bool = True,
     trainer_overrides: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> tuple[PixelSeriesTransformer, ComputeAccount]:
     """Pretrain a backbone by next-token prediction on unlabelled pixel series.
 
@@ -278,9 +272,13 @@ def pretrain(
         seed: Seed for the subset, split, init and shuffling.
         progress: Show the Lightning progress bar.
         trainer_overrides: Extra ``lightning.Trainer`` arguments.
+        resume: Continue from ``out_dir/checkpoints/last.ckpt`` (same data and settings):
+            weights, optimiser, schedule and the sample order of the interrupted epoch are
+            restored (:func:`eokit.core.train.fit`); the random crops are drawn afresh.
 
     Returns:
-        (backbone in eval mode, compute account of this phase).
+        (backbone in eval mode, compute account of this phase; its tokens and FLOPs include
+        the steps before a resume, its seconds are this call's).
     """
     from eokit.core.train import seed_everything
 
@@ -307,12 +305,12 @@ def pretrain(
     train = data.subset(train_idx)
     model.set_scaling(train.series, train.valid)
     task = _make_pretrain_task(model, lr, weight_decay, augment)
-    datamodule = SeriesDataModule(SeriesDataset(train),
-                                  SeriesDataset(data.subset(val_idx)) if n_val else None,
-                                  batch_size=batch_size, seed=seed)
+    datamodule = _datamodule(SeriesDataset(train),
+                             SeriesDataset(data.subset(val_idx)) if n_val else None,
+                             batch_size=batch_size, seed=seed)
     start = time.perf_counter()
     _fit(task, datamodule, Path(out_dir), epochs=epochs, seed=seed, progress=progress,
-         trainer_overrides=trainer_overrides)
+         trainer_overrides=trainer_overrides, resume=resume)
     account = ComputeAccount("pretraining", pixels=int(train_idx.size), epochs=epochs)
     account.add(task.tokens_seen, 3.0 * forward_flops_per_token(config, data.n_dates)
                 * task.tokens_seen)
@@ -530,9 +528,9 @@ def finetune(
         model.head.fit_standardisation(features[train_t])
         lt = _make_head_task(model.head, loss_fn, lr, weight_decay)
         keep = KeepBest(model.head, patience) if val_idx.size else None
-        dm = SeriesDataModule(TensorDataset(features[train_t], y_tensor[train_t]),
-                              TensorDataset(features[val_t], y_tensor[val_t]) if keep else None,
-                              batch_size=batch_size, seed=seed)
+        dm = _datamodule(TensorDataset(features[train_t], y_tensor[train_t]),
+                         TensorDataset(features[val_t], y_tensor[val_t]) if keep else None,
+                         batch_size=batch_size, seed=seed)
         _fit(lt, dm, out_dir, epochs=epochs, seed=seed, progress=progress,
              trainer_overrides=trainer_overrides, checkpoint_every_epoch=False,
              callbacks=[keep] if keep else None)
@@ -544,8 +542,8 @@ def finetune(
             model.head.load_state_dict(initial)
             model.head.fit_standardisation(features)
             lt = _make_head_task(model.head, loss_fn, lr, weight_decay)
-            dm = SeriesDataModule(TensorDataset(features, y_tensor), None,
-                                  batch_size=batch_size, seed=seed)
+            dm = _datamodule(TensorDataset(features, y_tensor), None, batch_size=batch_size,
+                             seed=seed)
             _fit(lt, dm, out_dir, epochs=best_epochs, seed=seed, progress=progress,
                  trainer_overrides=trainer_overrides, checkpoint_every_epoch=False)
             account.add(0, 6.0 * head_params * lt.tokens_seen)
@@ -568,9 +566,9 @@ def finetune(
         y_np = y_tensor.numpy()
         lt = _make_full_task(model, loss_fn, lr, weight_decay, backbone_lr_scale)
         keep = KeepBest(model, patience) if val_idx.size else None
-        dm = SeriesDataModule(SeriesDataset(train_data, y_np[train_idx]),
-                              SeriesDataset(data.subset(val_idx), y_np[val_idx]) if keep
-                              else None, batch_size=batch_size, seed=seed)
+        dm = _datamodule(SeriesDataset(train_data, y_np[train_idx]),
+                         SeriesDataset(data.subset(val_idx), y_np[val_idx]) if keep else None,
+                         batch_size=batch_size, seed=seed)
         _fit(lt, dm, out_dir, epochs=epochs, seed=seed, progress=progress,
              trainer_overrides=trainer_overrides, callbacks=[keep] if keep else None)
         # Backward through the backbone costs about twice its forward, trainable or not.
