@@ -178,6 +178,9 @@ def test_parse_trainer_overrides() -> None:
         T.parse_trainer_overrides(["--epochs", "3"])
     with pytest.raises(ConfigError, match="unknown Trainer option"):
         T.make_trainer("unused", not_an_option=1)
+    # make_trainer's own step checkpointing is reachable from the command line too
+    assert T.parse_trainer_overrides(["--trainer.checkpoint_every_n_steps", "50"]) == {
+        "checkpoint_every_n_steps": 50}
 
 
 def test_click_command_collects_trainer_options() -> None:

@@ -508,6 +508,10 @@ def _trainer_parameters() -> dict[str, inspect.Parameter]:
     return params
 
 
+#: Options of :func:`make_trainer` itself that ``--trainer.<option>`` may set besides Lightning's.
+_EOKIT_TRAINER_OPTIONS = ("checkpoint_every_n_steps",)
+
+
 def _check_trainer_keys(keys: Sequence[str], source: str) -> None:
     known = _trainer_parameters()
     for key in keys:
@@ -707,6 +711,8 @@ def fit(
                 raise
             first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()),
                          str(error).splitlines()[0])
+            if len(first) > 160:
+                first = first[:160] + "..."
             raise InputError("checkpoint does not fit this model (resumed with other settings?): "
                              f"{first}", path=ckpt_path) from None
     return trainer
@@ -732,7 +738,8 @@ def parse_trainer_overrides(args: Sequence[str]) -> dict[str, Any]:
         args: Extra command-line tokens (e.g. click's ``ctx.args``).
 
     Returns:
-        ``{option: value}`` for ``lightning.Trainer``.
+        ``{option: value}`` for ``lightning.Trainer`` (and ``checkpoint_every_n_steps``, an
+        option of :func:`make_trainer`: also checkpoint every N optimiser steps).
 
     Raises:
         ConfigError: a token is not a ``--trainer.*`` option, or the option is not a Trainer
@@ -760,7 +767,8 @@ def parse_trainer_overrides(args: Sequence[str]) -> dict[str, Any]:
             i += 1
         if not key:
             raise ConfigError(f"empty Trainer option in {token!r}")
-        _check_trainer_keys([key], f"--trainer.{key}")
+        if key not in _EOKIT_TRAINER_OPTIONS:
+            _check_trainer_keys([key], f"--trainer.{key}")
         out[key] = value
     return out
 
