@@ -271,6 +271,70 @@ def test_shipped_configs_are_valid():
         _pos_weights(train.get("pos_weight"), [])  # raises on a bad value
 
 
+def test_fit_rejects_a_mistyped_trainer_option_in_one_line(tmp_path, capsys):
+    config = tmp_path / "fit.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"in_channels": 6},
+        "datasets": [{"name": "sim_buildings", "source": "sim", "count": 2, "size": 32}],
+    }))
+    out = tmp_path / "run"
+    code, _, err = _run(["change", "fit", "--config", str(config), "-o", str(out),
+                         "--trainer.max_epoch", "3"], capsys)
+    assert code == 2 and "unknown Trainer option 'max_epoch'" in err and "max_epochs" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_fit_resumed_within_an_epoch_trains_the_rest_of_it(tmp_path, monkeypatch):
+    """Step checkpoints (`--trainer.checkpoint_every_n_steps`): a fit interrupted in its second
+    epoch and resumed trains that epoch's remaining batches and ends bit-identical."""
+    from eokit.change import cli as change_cli
+    from eokit.change.lit import ChangeTask
+    from eokit.core.train import resume_position
+
+    config = {"seed": 0, "resume": True, "model": {"in_channels": 6},
+              "datasets": [{"name": "sim_buildings", "source": "sim", "count": 6, "size": 32}],
+              "train": {"batch_size": 2, "crop": 24, "tune_threshold": False},
+              "trainer": {"max_epochs": 2, "enable_progress_bar": False, "logger": False}}
+    seen: list[tuple[int, float]] = []
+    stop_at: list[int] = []
+
+    class Interrupt(Exception):
+        pass
+
+    original = ChangeTask.training_step
+
+    def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN202
+        if stop_at and self.global_step == stop_at[0]:
+            raise Interrupt
+        seen.append((self.global_step, float(batch["image_a"].sum())))
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ChangeTask, "training_step", training_step)
+
+    def fit(out: Path):  # noqa: ANN202
+        from eokit.core.train import seed_everything
+
+        seed_everything(0)
+        model = build_canet(["sim_buildings"], in_channels=6)
+        change_cli._run_training(config, out, {"checkpoint_every_n_steps": 1}, model=model,
+                                 mode="joint", domain=None)
+        return model
+
+    straight = fit(tmp_path / "straight")  # 3 batches per epoch, steps 0-5
+    reference, seen[:] = list(seen), []
+    stop_at.append(4)  # interrupted before step 4 (second batch of epoch 1)
+    with pytest.raises(Interrupt):
+        fit(tmp_path / "resumed")
+    assert resume_position(tmp_path / "resumed" / "checkpoints" / "last.ckpt") == (1, 1)
+    stop_at.clear()
+    seen.clear()
+    resumed = fit(tmp_path / "resumed")
+    assert seen == reference[4:]  # the same batches as the uninterrupted run's steps 4 and 5
+    for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                           strict=True):
+        assert torch.equal(a, b), key
+
+
 @pytest.mark.slow
 def test_resumed_fit_equals_an_uninterrupted_one_with_worker_processes(tmp_path, capsys):
     """The first resumed epoch must get its own order and crops, also in worker processes.

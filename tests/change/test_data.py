@@ -267,3 +267,31 @@ def test_worker_processes_give_the_same_batches_as_the_main_process():
     assert not torch.equal(batches[0][0], batches[0][4])  # epoch 1 differs from epoch 0
     with pytest.raises(InputError, match="train.num_workers"):
         _loaders(sets, [], batch_size=2, seed=0, num_workers=-1)
+
+
+def test_batch_sampler_resumes_within_an_epoch_from_a_checkpoint(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from eokit.change.data import resume_loader
+
+    def sampler():  # noqa: ANN202
+        return DomainGroupedBatchSampler([5, 7], 2, seed=3)
+
+    reference = sampler()
+    reference.set_epoch(3)
+    epoch3 = list(reference)
+    resumed = sampler()
+    resumed.set_epoch(3)
+    resumed.resume_within_epoch(3, 2)
+    assert len(resumed) == len(epoch3)  # Lightning's count of the epoch is unchanged
+    assert list(resumed) == epoch3[2:]  # the rest of epoch 3 in the uninterrupted order
+    assert list(resumed) == epoch3  # skipped once only
+    # The loader of `eokit change fit` pointed at a checkpoint written after 2 batches of epoch 3.
+    progress = {"current": {"ready": 4, "started": 4, "processed": 3, "completed": 3}}
+    batches = {"current": {"ready": 3, "started": 3, "processed": 2, "completed": 1}}
+    torch.save({"epoch": 3, "loops": {"fit_loop": {"epoch_progress": progress,
+                                                   "epoch_loop.batch_progress": batches}}},
+               tmp_path / "last.ckpt")
+    loader = DataLoader(list(range(12)), batch_sampler=sampler())
+    assert resume_loader(loader, tmp_path / "last.ckpt") == (3, 2)
+    assert list(loader.batch_sampler) == epoch3[2:]

@@ -371,6 +371,11 @@ def test_resume_epoch_reads_lightning_progress_and_rejects_corrupt_files(tmp_pat
                                                    "epoch_loop.batch_progress": batches}}},
                tmp_path / "mid.ckpt")
     assert T.resume_position(tmp_path / "mid.ckpt") == (3, 6)  # epoch 3, 6 batches trained
+    batches["is_last_batch"] = True  # a step checkpoint after the epoch's last batch
+    torch.save({"epoch": 3, "loops": {"fit_loop": {"epoch_progress": within,
+                                                   "epoch_loop.batch_progress": batches}}},
+               tmp_path / "last_batch.ckpt")
+    assert T.resume_position(tmp_path / "last_batch.ckpt") == (4, 0)
     (tmp_path / "c.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="c.ckpt"):
         T.resume_epoch(tmp_path / "c.ckpt")

@@ -146,34 +146,18 @@ def _trainer(out_dir: Path, config: dict[str, Any], overrides: dict[str, Any]) -
         settings["strategy"] = "ddp_find_unused_parameters_true"
     settings.setdefault("default_root_dir", str(out_dir))
     settings.setdefault("enable_checkpointing", True)
+    every = settings.pop("checkpoint_every_n_steps", None)  # eokit's option, not Lightning's
     callbacks: list[Any] = [
         lightning.pytorch.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints",
-                                                    save_last=True)
+                                                    save_last=True, every_n_train_steps=every)
     ]
     return lightning.Trainer(callbacks=callbacks, **settings)
 
 
 def _parse_overrides(args: tuple[str, ...]) -> dict[str, Any]:
-    import yaml
+    from eokit.core.train import parse_trainer_overrides
 
-    from eokit.core.errors import InputError
-
-    out: dict[str, Any] = {}
-    items = list(args)
-    while items:
-        key = items.pop(0)
-        if not key.startswith("--trainer."):
-            raise InputError(f"unknown option {key!r} (only --trainer.<name> VALUE)",
-                             parameter=key)
-        name = key[len("--trainer."):]
-        if "=" in name:
-            name, value = name.split("=", 1)
-        elif items:
-            value = items.pop(0)
-        else:
-            raise InputError("needs a value", parameter=key)
-        out[name] = yaml.safe_load(value)
-    return out
+    return parse_trainer_overrides(args)
 
 
 def _run_training(
@@ -188,9 +172,9 @@ def _run_training(
 ) -> tuple[Any, dict[str, Any]]:
     import lightning
 
-    from eokit.change.data import set_loader_epoch
+    from eokit.change.data import resume_loader
     from eokit.change.lit import ChangeTask
-    from eokit.core.train import resume_epoch
+    from eokit.core.train import skipped_batches_resumed
 
     seed = int(config.get("seed", 0))
     lightning.seed_everything(seed, verbose=False)
@@ -224,11 +208,13 @@ def _run_training(
         pin_memory=isinstance(trainer.accelerator, lightning.pytorch.accelerators.CUDAAccelerator))
     ckpt = out_dir / "checkpoints" / "last.ckpt"
     resume = bool(config.get("resume")) and ckpt.exists()
+    done = 0
     if resume:
         # The first resumed epoch's iterator exists before any epoch hook runs.
-        set_loader_epoch(train_loader, resume_epoch(ckpt))
-    trainer.fit(task, train_loader, val_loaders, ckpt_path=str(ckpt) if resume else None,
-                weights_only=True)
+        _, done = resume_loader(train_loader, ckpt)
+    with skipped_batches_resumed(done > 0):
+        trainer.fit(task, train_loader, val_loaders, ckpt_path=str(ckpt) if resume else None,
+                    weights_only=True)
     if train_cfg.get("tune_threshold", True):
         _tune_thresholds(model, train, only=domain)
     return task, task.val_metrics

@@ -473,6 +473,26 @@ def set_loader_epoch(loader: Any, epoch: int) -> None:
             set_epoch(epoch)
 
 
+def resume_loader(loader: Any, checkpoint: str | Path) -> tuple[int, int]:
+    """Point a training loader at the place a run resumed from ``checkpoint`` goes on.
+
+    Sets the epoch everywhere inside the loader (:func:`set_loader_epoch`) and, for a checkpoint
+    written within an epoch, makes its :class:`DomainGroupedBatchSampler` skip the batches already
+    trained, so the rest of that epoch follows the uninterrupted order.
+
+    Returns:
+        (epoch, batches of it already trained), as :func:`eokit.core.train.resume_position`.
+    """
+    from eokit.core.train import resume_position
+
+    epoch, done = resume_position(checkpoint)
+    set_loader_epoch(loader, epoch)
+    sampler = getattr(loader, "batch_sampler", None)
+    if done and isinstance(sampler, DomainGroupedBatchSampler):
+        sampler.resume_within_epoch(epoch, done)
+    return epoch, done
+
+
 class DomainGroupedBatchSampler(Sampler[list[int]]):
     """Batches of one domain each over a ``ConcatDataset`` of per-domain datasets; DDP-aware.
 
@@ -524,10 +544,21 @@ class DomainGroupedBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for a new epoch (same order on every rank)."""
         self.epoch = epoch
+
+    def resume_within_epoch(self, epoch: int, batches: int) -> None:
+        """Skip this rank's first ``batches`` batches the next time ``epoch`` is iterated (once).
+
+        What remains is the rest of the epoch a mid-epoch checkpoint was written in. ``len``
+        stays the full epoch's (Lightning counts the remaining batches from its progress).
+        """
+        if batches < 0:
+            raise InputError(f"must be >= 0, got {batches}", parameter="batches")
+        self._resume = (int(epoch), int(batches)) if batches else None
 
     def _all_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -558,7 +589,11 @@ class DomainGroupedBatchSampler(Sampler[list[int]]):
         return padded[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._rank_batches())
+        batches = self._rank_batches()
+        if self._resume is not None and self._resume[0] == self.epoch:
+            batches = batches[self._resume[1]:]
+            self._resume = None
+        return iter(batches)
 
     def __len__(self) -> int:
         return len(self._rank_batches())

@@ -9,6 +9,7 @@ for GPUs and clusters (``--trainer.accelerator gpu --trainer.devices 4 --trainer
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
@@ -646,11 +647,29 @@ def resume_position(path: str | Path) -> tuple[int, int]:
     except (KeyError, TypeError):
         return int(checkpoint.get("epoch", -1)) + 1, 0
     try:
+        batches = loop["epoch_loop.batch_progress"]
         in_progress = int(epochs["started"]) > epoch
-        done = int(loop["epoch_loop.batch_progress"]["current"]["processed"]) if in_progress else 0
+        done = int(batches["current"]["processed"]) if in_progress else 0
     except (KeyError, TypeError):
-        done = 0
+        return epoch, 0
+    if done and batches.get("is_last_batch"):
+        # Written after the epoch's last batch, before its end: the next epoch comes next.
+        return epoch + 1, 0
     return epoch, done
+
+
+@contextlib.contextmanager
+def skipped_batches_resumed(active: bool) -> Iterator[None]:
+    """Silence Lightning's caution about a mid-epoch checkpoint when ``active``.
+
+    Used when the sampler skips the batches already trained; the caution assumes the epoch's
+    order restarts.
+    """
+    with warnings.catch_warnings():
+        if active:
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended "
+                                    "before the epoch ended")
+        yield
 
 
 def fit(
@@ -698,11 +717,8 @@ def fit(
                 if datamodule.start_batch:
                     logger.info("resuming within epoch %d after %d batches (the sampler skips "
                                 "them)", datamodule.start_epoch, datamodule.start_batch)
-    with warnings.catch_warnings():
-        if isinstance(datamodule, SimpleDataModule) and datamodule.start_batch:
-            # Lightning's caution about mid-epoch checkpoints assumes the epoch's order restarts.
-            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended "
-                                    "before the epoch ended")
+    with skipped_batches_resumed(isinstance(datamodule, SimpleDataModule)
+                                 and datamodule.start_batch > 0):
         try:
             trainer.fit(task, datamodule=datamodule,
                         ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
