@@ -333,6 +333,16 @@ def test_fit_resumed_within_an_epoch_trains_the_rest_of_it(tmp_path, monkeypatch
     for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
                            strict=True):
         assert torch.equal(a, b), key
+    # A one-epoch fit's last step checkpoint (after the epoch's last batch) resumes at epoch 1.
+    config["trainer"]["max_epochs"] = 1
+    fit(tmp_path / "extended")
+    assert resume_position(tmp_path / "extended" / "checkpoints" / "last.ckpt") == (1, 0)
+    config["trainer"]["max_epochs"] = 2
+    seen.clear()
+    extended = fit(tmp_path / "extended")
+    assert seen == reference[3:]
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
+                                                 extended.state_dict().values(), strict=True))
 
 
 @pytest.mark.slow
