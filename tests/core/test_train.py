@@ -357,14 +357,13 @@ def test_keep_best_restores_best_weights_and_stops_after_patience():
     assert torch.equal(module.weight, best)
 
 
-def test_resume_epoch_reads_lightning_progress_and_rejects_corrupt_files(tmp_path: Path) -> None:
+def test_resume_position_reads_lightning_progress_and_rejects_corrupt_files(tmp_path: Path) -> None:
     progress = {"current": {"ready": 3, "started": 3, "processed": 3, "completed": 2}}
     torch.save({"epoch": 2, "loops": {"fit_loop": {"epoch_progress": progress}}},
                tmp_path / "a.ckpt")
     torch.save({"epoch": 4}, tmp_path / "b.ckpt")  # no loop state: the epoch after the saved one
-    assert T.resume_epoch(tmp_path / "a.ckpt") == 3
-    assert T.resume_epoch(tmp_path / "b.ckpt") == 5
     assert T.resume_position(tmp_path / "a.ckpt") == (3, 0)  # between epochs
+    assert T.resume_position(tmp_path / "b.ckpt") == (5, 0)
     within = {"current": {"ready": 4, "started": 4, "processed": 3, "completed": 3}}
     batches = {"current": {"ready": 7, "started": 7, "processed": 6, "completed": 5}}
     torch.save({"epoch": 3, "loops": {"fit_loop": {"epoch_progress": within,
@@ -378,7 +377,7 @@ def test_resume_epoch_reads_lightning_progress_and_rejects_corrupt_files(tmp_pat
     assert T.resume_position(tmp_path / "last_batch.ckpt") == (4, 0)
     (tmp_path / "c.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="c.ckpt"):
-        T.resume_epoch(tmp_path / "c.ckpt")
+        T.resume_position(tmp_path / "c.ckpt")
 
 
 @pytest.mark.slow

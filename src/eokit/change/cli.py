@@ -154,12 +154,6 @@ def _trainer(out_dir: Path, config: dict[str, Any], overrides: dict[str, Any]) -
     return lightning.Trainer(callbacks=callbacks, **settings)
 
 
-def _parse_overrides(args: tuple[str, ...]) -> dict[str, Any]:
-    from eokit.core.train import parse_trainer_overrides
-
-    return parse_trainer_overrides(args)
-
-
 def _run_training(
     config: dict[str, Any],
     out_dir: Path,
@@ -283,10 +277,10 @@ def fit(config_path: Path, out_dir: Path | None, trainer_args: tuple[str, ...]) 
     """Joint training on every dataset of the config; writes model.safetensors."""
     from eokit.change.model import build_canet
     from eokit.change.task import save_model
-    from eokit.core.train import seed_everything
+    from eokit.core.train import parse_trainer_overrides, seed_everything
 
     config = load_config(config_path)
-    overrides = _parse_overrides(trainer_args)
+    overrides = parse_trainer_overrides(trainer_args)
     out = Path(out_dir or config.get("out_dir", "runs/change"))
     out.mkdir(parents=True, exist_ok=True)
     domains = [d["name"] for d in config["datasets"]]
@@ -320,6 +314,7 @@ def adapt(
     """Add a new dataset to a trained model; train only its adapters, ICM, BN and head."""
     from eokit.change.task import load_model, save_domain_adapter
     from eokit.core.errors import InputError
+    from eokit.core.train import parse_trainer_overrides
 
     config = load_config(config_path)
     if len(config["datasets"]) != 1:
@@ -329,7 +324,7 @@ def adapt(
     checkpoint = checkpoint or config.get("checkpoint")
     if checkpoint is None:
         raise InputError("give --checkpoint (the shared model)", parameter="checkpoint")
-    overrides = _parse_overrides(trainer_args)
+    overrides = parse_trainer_overrides(trainer_args)
     out = Path(out_dir or config.get("out_dir", "runs/change_adapt"))
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(checkpoint)

@@ -50,7 +50,6 @@ __all__ = [
     "make_loader",
     "make_trainer",
     "parse_trainer_overrides",
-    "resume_epoch",
     "resume_position",
     "save_weights",
     "seed_everything",
@@ -616,17 +615,6 @@ def last_checkpoint(out_dir: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def resume_epoch(path: str | Path) -> int:
-    """Index of the first epoch a run resumed from the Lightning checkpoint ``path`` trains.
-
-    Lightning creates the first epoch's data iterator (and starts its worker processes, which
-    take a copy of the datasets) before any hook of that epoch runs, so epoch-dependent sampling
-    and augmentation must be told this number before ``Trainer.fit`` (later epochs are reached by
-    ``on_train_epoch_start``). Read with ``weights_only=True``.
-    """
-    return resume_position(path)[0]
-
-
 def resume_position(path: str | Path) -> tuple[int, int]:
     """(epoch, batches of it already trained) where a run resumed from ``path`` goes on.
 
@@ -634,7 +622,10 @@ def resume_position(path: str | Path) -> tuple[int, int]:
     (``checkpoint_every_n_steps``): Lightning restores its progress and trains only the remaining
     batches of that epoch, but a plain data loader would start the epoch's order again (its first
     batches seen twice, its last ones never); :class:`SimpleDataModule` skips them instead.
-    Read with ``weights_only=True``.
+    The epoch matters too: Lightning creates the first resumed epoch's data iterator (and starts
+    its worker processes, which copy the datasets) before any hook of that epoch runs, so
+    epoch-dependent sampling and augmentation must be told it before ``Trainer.fit``. Read with
+    ``weights_only=True``.
     """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
