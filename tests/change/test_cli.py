@@ -284,6 +284,26 @@ def test_fit_rejects_a_mistyped_trainer_option_in_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.parametrize(("section", "key", "expected"), [
+    ("model", "lora_rnk", "model: unknown argument 'lora_rnk' (did you mean 'lora_rank'?)"),
+    ("train", "batchsize", "train: unknown key 'batchsize' (did you mean 'batch_size'?)"),
+    ("trainer", "max_epoch", "trainer: unknown Trainer option 'max_epoch' (did you mean "
+                             "'max_epochs'?)"),
+    (None, "trian", "unknown key 'trian' (did you mean 'train'?)"),
+])
+def test_mistyped_config_keys_are_one_line_errors(tmp_path, capsys, section, key, expected):
+    """A key the command would ignore, or that would fail deep in the model build, is named."""
+    config = {"model": {"in_channels": 6}, "train": {"batch_size": 2}, "trainer": {},
+              "datasets": [{"name": "sim_buildings", "source": "sim", "count": 2, "size": 32}]}
+    (config[section] if section else config)[key] = 8
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    code, _, err = _run(["change", "fit", "--config", str(path), "-o", str(out)], capsys)
+    assert code == 2 and expected in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_fit_resumed_within_an_epoch_trains_the_rest_of_it(tmp_path, monkeypatch):
     """Step checkpoints (`--trainer.checkpoint_every_n_steps`): a fit interrupted in its second
     epoch and resumed trains that epoch's remaining batches and ends bit-identical."""

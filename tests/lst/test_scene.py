@@ -235,3 +235,16 @@ def test_retrieve_arrays_matches_windowed_scene(scene_dir, tmp_path, monkeypatch
     assert np.allclose(arrays, read_raster(out).data[0], atol=1e-4, equal_nan=True)
     with pytest.raises(InputError, match="emissivity"):
         retrieve_arrays(scene.radiance, config=config, water_vapour=1.0)
+
+
+def test_train_settings_name_a_mistyped_key(tmp_path):
+    from eokit.core.errors import ConfigError
+    from eokit.lst.cli import _train_settings
+
+    path = tmp_path / "lst.yaml"
+    path.write_text("model:\n  init_args:\n    atm_wieght: 0.2\n")
+    with pytest.raises(ConfigError, match=r"unknown setting 'atm_wieght' \(did you mean "
+                                          r"'atm_weight'\?\)"):
+        _train_settings(path)
+    path.write_text("task:\n  init_args:\n    atm_weight: 0.2\n")
+    assert _train_settings(path)["atm_weight"] == 0.2

@@ -20,6 +20,12 @@ def _command_line() -> str:
     return "eokit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+#: Top-level keys of a change config, and the keys its ``train`` section may hold.
+CONFIG_KEYS = ("seed", "out_dir", "model", "datasets", "train", "trainer", "checkpoint", "resume")
+TRAIN_KEYS = ("batch_size", "crop", "lr", "weight_decay", "dice_weight", "placement",
+              "pos_weight", "init_from", "num_workers", "tune_threshold")
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a change YAML config; InputError naming the file when it is unusable."""
     import yaml
@@ -37,6 +43,18 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise InputError("config must be a mapping", path=path)
     if not config.get("datasets"):
         raise InputError("config needs a non-empty 'datasets' list", path=path)
+    from eokit.change.model import build_canet
+    from eokit.core.train import check_arguments, check_keys, check_trainer_options
+
+    # A mistyped key would otherwise be ignored silently (or fail deep inside the model build).
+    check_keys(config, CONFIG_KEYS, str(path))
+    for section in ("model", "train", "trainer"):
+        if not isinstance(config.get(section) or {}, dict):
+            raise InputError(f"'{section}' must be a mapping", path=path)
+    check_arguments(build_canet, {"domains": [], **(config.get("model") or {})},
+                    f"{path}: model")
+    check_keys(config.get("train") or {}, TRAIN_KEYS, f"{path}: train")
+    check_trainer_options(config.get("trainer") or {}, f"{path}: trainer")
     return config
 
 

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -513,12 +513,12 @@ _EOKIT_TRAINER_OPTIONS = ("checkpoint_every_n_steps",)
 
 
 def _check_trainer_keys(keys: Sequence[str], source: str) -> None:
-    known = _trainer_parameters()
-    for key in keys:
-        if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{source}: unknown Trainer option {key!r}{hint}")
+    check_keys(keys, _trainer_parameters(), source, what="Trainer option")
+
+
+def check_trainer_options(keys: Iterable[str], source: str) -> None:
+    """ConfigError for a name that is neither a Lightning Trainer option nor one of eokit's."""
+    _check_trainer_keys([k for k in keys if k not in _EOKIT_TRAINER_OPTIONS], source)
 
 
 def make_trainer(
@@ -774,8 +774,7 @@ def parse_trainer_overrides(args: Sequence[str]) -> dict[str, Any]:
             i += 1
         if not key:
             raise ConfigError(f"empty Trainer option in {token!r}")
-        if key not in _EOKIT_TRAINER_OPTIONS:
-            _check_trainer_keys([key], f"--trainer.{key}")
+        check_trainer_options([key], f"--trainer.{key}")
         out[key] = value
     return out
 
@@ -851,18 +850,34 @@ def instantiate(
         if isinstance(value, Mapping) and "class_path" in value:
             init_args[key] = instantiate(value)
     init_args.update(extra_init_args)
-    signature = inspect.signature(cls)
-    accepts_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
-    unknown_args = sorted(set(init_args) - set(signature.parameters))
-    if unknown_args and not accepts_any:
-        close = difflib.get_close_matches(unknown_args[0], list(signature.parameters), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{spec['class_path']}: unknown argument(s) {unknown_args}{hint}")
-    try:
-        signature.bind(**init_args)
-    except TypeError as err:
-        raise ConfigError(f"{spec['class_path']}: {err}") from err
+    check_arguments(cls, init_args, str(spec["class_path"]))
     return cls(**init_args)
+
+
+def check_keys(keys: Iterable[str], known: Iterable[str], source: str, *,
+               what: str = "key") -> None:
+    """ConfigError naming the ``keys`` not in ``known`` and the closest known one."""
+    known = list(known)
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        names = repr(unknown[0]) if len(unknown) == 1 else str(unknown)
+        raise ConfigError(f"{source}: unknown {what}{'s' if len(unknown) > 1 else ''} "
+                          f"{names}{hint}")
+
+
+def check_arguments(func: Callable[..., Any], kwargs: Mapping[str, Any], source: str) -> None:
+    """ConfigError unless ``func(**kwargs)`` binds: unknown names (closest hint) or missing ones."""
+    signature = inspect.signature(func)
+    if not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        check_keys(kwargs, [n for n, p in signature.parameters.items()
+                            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)], source,
+                   what="argument")
+    try:
+        signature.bind(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{source}: {err}") from err
 
 
 # --------------------------------------------------------------------------------------------------

@@ -283,7 +283,7 @@ def _train_settings(path: Path | None) -> dict[str, Any]:
     if path is None:
         return settings
     from eokit.core.errors import ConfigError
-    from eokit.core.train import load_yaml_config
+    from eokit.core.train import check_keys, load_yaml_config
 
     config = load_yaml_config(path)
     model = config.get("model", {})
@@ -296,10 +296,8 @@ def _train_settings(path: Path | None) -> dict[str, Any]:
         )
     settings["kind"] = kinds[class_path.rsplit(".", 1)[-1]]
     for source in (model.get("init_args", {}), config.get("task", {}).get("init_args", {})):
-        for key, value in (source or {}).items():
-            if key not in settings:
-                raise ConfigError(f"{path}: unknown setting {key!r}")
-            settings[key] = value
+        check_keys(source or {}, settings, str(path), what="setting")
+        settings.update(source or {})
     settings["epochs"] = int(config.get("trainer", {}).get("max_epochs", settings["epochs"]))
     return settings
 
