@@ -180,3 +180,20 @@ def test_refined_dates_carry_a_caveat_when_the_backbone_was_fine_tuned():
     assert refinement_caveat({}) is None  # no record: nothing to say
     for mode in ("full", "lora"):
         assert f"finetuning ({mode})" in refinement_caveat(meta(f"finetuning ({mode})"))
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    ("pretrain:\n  epoch: 2\n", "pretrain: unknown key 'epoch' (did you mean 'epochs'?)"),
+    ("trainer:\n  max_epoch: 2\n", "trainer: unknown Trainer option 'max_epoch'"),
+    ("pretrian:\n  epochs: 2\n", "unknown key 'pretrian' (did you mean 'pretrain'?)"),
+])
+def test_pretrain_config_typos_are_named_before_the_data_are_read(tmp_path, run_cli, edit,
+                                                                  expected):
+    config = tmp_path / "pretrain.yaml"
+    config.write_text(f"model:\n  class_path: eokit.timeseries.model.SeriesModelConfig\n{edit}")
+    run = tmp_path / "run"
+    # the input does not exist: the config error must come first
+    code, _, err = run_cli(["timeseries", "pretrain", str(tmp_path / "missing"), "--out",
+                            str(run), "--config", str(config)])
+    assert code == 2 and expected in err, err
+    assert len(err.strip().splitlines()) == 1 and not run.exists()

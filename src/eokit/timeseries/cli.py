@@ -92,15 +92,26 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 
     Writes OUT/backbone.safetensors (weights, config, band scaling, compute account).
     """
-    from eokit.core.train import instantiate, load_yaml_config, parse_trainer_overrides
+    from eokit.core.train import (
+        check_keys,
+        check_trainer_options,
+        instantiate,
+        load_yaml_config,
+        parse_trainer_overrides,
+    )
     from eokit.timeseries.model import SeriesModelConfig, save_model
     from eokit.timeseries.task import pretrain as run_pretrain
 
     overrides = parse_trainer_overrides(ctx.args)
+    spec = None if config_path is None else load_yaml_config(config_path)
+    if spec is not None:  # checked before the data are read
+        check_keys(spec, ("model", "pretrain", "trainer"), str(config_path))
+        check_keys(spec.get("pretrain") or {}, ("epochs", "batch_size", "lr", "augment"),
+                   f"{config_path}: pretrain")
+        check_trainer_options(spec.get("trainer") or {}, f"{config_path}: trainer")
     data = _read(input_path, layout, _reader_options(features, valid_mask, invalid_mask))
     config = None
-    if config_path is not None:
-        spec = load_yaml_config(config_path)
+    if spec is not None:
         if "model" in spec:
             config = instantiate(spec["model"], expected=SeriesModelConfig,
                                  in_bands=data.n_bands, band_names=list(data.band_names))
