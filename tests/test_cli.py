@@ -93,3 +93,19 @@ def test_demo_unwritable_output_is_a_one_line_error(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("eokit: error: ")
     assert "not-a-folder" in lines[0]
+
+
+def test_bad_option_values_are_one_line_errors_naming_the_option(tmp_path: Path) -> None:
+    script = "import sys\nfrom eokit import cli\ncli.main(sys.argv[1:])\n"
+    out = tmp_path / "fc"
+    result = _python(script, "timeseries", "forecast", str(tmp_path), "--model", "m.safetensors",
+                     "--steps", "0", "--out", str(out))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("eokit: error: Invalid value for '--steps'")
+    assert "eokit timeseries forecast --help" in lines[0] and not out.exists()
+    result = _python(script, "timeseries", "forcast")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'forcast'" in lines[0] and "'forecast'" in lines[0]
+    assert lines[0].startswith("eokit: error: ") and "eokit timeseries --help" in lines[0]

@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> Any:
     except click.exceptions.Abort:
         click.echo("eokit: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as error:  # bad option or argument: one line, like every user error
+        where = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+        click.echo(f"eokit: error: {error.format_message()}{where}", err=True)
+        sys.exit(error.exit_code)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)

@@ -351,8 +351,9 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
 @click.argument("input_path", type=click.Path(path_type=Path))
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
               help="Backbone or fine-tuned model (its backbone forecasts).")
-@click.option("--steps", default=6, show_default=True, help="Future dates to forecast.")
-@click.option("--step-days", type=float, default=None,
+@click.option("--steps", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Future dates to forecast.")
+@click.option("--step-days", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Days between future dates (default: median revisit).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @_dtype_option
