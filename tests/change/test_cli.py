@@ -96,7 +96,11 @@ def test_predict_bad_inputs_one_line_errors_nothing_written(
     code, _, err = _run([*base, "--domain", "sim_buildings", "--label", str(label)], capsys)
     assert code == 2 and "label3.tif" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
-
+    for option, value, message in (("--tile", "0", "tile: must be a positive integer"),
+                                   ("--overlap", "600", "overlap: must be in 0..tile-1")):
+        code, _, err = _run([*base, "--domain", "sim_buildings", option, value], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
 
 
 def test_predict_and_evaluate_on_a_missing_gpu_fail_before_writing(

@@ -63,8 +63,13 @@ def test_unobserved_pixel_is_nodata_and_reported(tmp_path, write_test_geotiff):
         assert src.descriptions[0] == "2020-01-05_none"
 
 
-def test_select_dates():
+def test_select_dates(caplog):
     dates = np.array(DATES, dtype="datetime64[s]")
+    with caplog.at_level("WARNING", logger="eokit.timeseries.predict"):
+        assert select_dates(dates, DATES[-1][:10]) == [3]
+        assert not caplog.records
+        assert select_dates(dates, "2030-01-01") == [3]  # the latest map there is, said so
+    assert "2030-01-01 is after the last date" in caplog.text
     assert select_dates(dates, "last") == [3]
     assert select_dates(dates, "all") == [0, 1, 2, 3]
     assert select_dates(dates, "2020-03-01,2020-04-30") == [1]

@@ -105,10 +105,11 @@ def predict_pair(
         raster_info,
         read_raster,
     )
-    from eokit.core.tiling import plan_windows, predict_raster, resolve_device
+    from eokit.core.tiling import check_tiling, plan_windows, predict_raster, resolve_device
 
     if not 0.0 < threshold < 1.0:
         raise InputError(f"must be between 0 and 1, got {threshold}", parameter="threshold")
+    check_tiling(tile, overlap, batch_size)  # before the output folder exists
     device = str(resolve_device(device))
     index = model.domain_index(domain)
     grid_a, count_a, _ = raster_info(image_a)

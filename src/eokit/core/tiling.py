@@ -88,7 +88,8 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _check_tiling(tile: int, overlap: int, batch_size: int = 1) -> None:
+def check_tiling(tile: int, overlap: int, batch_size: int = 1) -> None:
+    """InputError unless tile >= 1, 0 <= overlap < tile and batch_size >= 1 (all integers)."""
     if int(tile) != tile or tile < 1:
         raise InputError(f"must be a positive integer, got {tile}", parameter="tile")
     if int(overlap) != overlap or overlap < 0 or overlap >= tile:
@@ -124,7 +125,7 @@ def plan_windows(height: int, width: int, *, tile: int, overlap: int) -> list[Wi
     Raises:
         InputError: on a non-positive size, tile, or an overlap outside 0..tile-1.
     """
-    _check_tiling(tile, overlap)
+    check_tiling(tile, overlap)
     if height < 1 or width < 1:
         raise InputError(f"raster size must be positive, got {width}x{height}", parameter="shape")
     stride = tile - overlap
@@ -603,7 +604,7 @@ def _settings(
     progress: bool,
     band_width: int,
 ) -> tuple[_Settings, int]:
-    _check_tiling(tile, overlap, batch_size)
+    check_tiling(tile, overlap, batch_size)
     if int(band_width) != band_width or band_width < 1:
         raise InputError(f"must be a positive integer, got {band_width}", parameter="band_width")
     if int(out_channels) != out_channels or out_channels < 1:

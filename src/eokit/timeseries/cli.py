@@ -291,7 +291,8 @@ _dtype_option = click.option(
 @click.option("--label-map", default=None, help="Remap label values, e.g. '2:1,*:0'.")
 @click.option("--forest-classes", default=None,
               help="Classes counted as forest for the change maps (default: forest-like names).")
-@click.option("--rows-per-block", default=64, show_default=True)
+@click.option("--rows-per-block", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Image rows read and predicted at a time (bounds memory).")
 @click.option("--refine-dates/--no-refine-dates", default=True, show_default=True,
               help="Also write stops_forest_refined.tif: each loss of forest dated by the "
                    "backbone's forecast residual (one more forward pass).")

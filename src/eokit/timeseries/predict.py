@@ -59,6 +59,9 @@ def select_dates(available: np.ndarray, requested: Sequence[str] | str | None) -
         if index < 0:
             raise InputError(f"{value} is before the first date of the series ({days[0]})",
                              parameter="dates")
+        if value > days[-1]:
+            logger.warning("dates: %s is after the last date of the series; mapped at %s",
+                           value, days[-1])
         out.append(index)
     return sorted(set(out))
 
