@@ -208,6 +208,13 @@ def test_finetune_rejects_bad_labels_and_bands(pretrained, tmp_path):
                  epochs=1, progress=False)
     with pytest.raises(InputError, match="2 bands but the model expects 3"):
         embed_series(backbone, wrong)
+    with pytest.raises(InputError, match=r"epochs: must be an integer >= 1, got 0"):
+        finetune(backbone, labelled, np.zeros(6, int), tmp_path / "none",
+                 class_names=["x", "y"], epochs=0, progress=False)
+    for bad in ({"epochs": 0}, {"max_pixels": 1}, {"epochs": 1.5}):
+        with pytest.raises(InputError, match=f"{next(iter(bad))}: must be an integer"):
+            pretrain(data, tmp_path / "none", size="tiny", progress=False, **bad)
+    assert not (tmp_path / "none").exists()
 
 
 def test_forecast_and_embed_series(pretrained):

@@ -71,10 +71,12 @@ def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
 @_eopatch_options
 @click.option("--size", "model_size", default="small", show_default=True,
               help="Model size: tiny, small, base, large.")
-@click.option("--epochs", default=5, show_default=True)
-@click.option("--batch-size", default=256, show_default=True)
-@click.option("--lr", default=2e-3, show_default=True)
-@click.option("--max-pixels", type=int, default=None, help="Random subset of pixels.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3,
+              show_default=True)
+@click.option("--max-pixels", type=click.IntRange(min=2), default=None,
+              help="Random subset of pixels.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Random temporal crops and dropped dates per batch (keeps the model from "
                    "using a token's position as the pretraining scene's calendar).")
@@ -175,7 +177,7 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.option("--val-fraction", default=0.2, show_default=True,
               help="Labelled pixels held out (whole 16 px blocks for rasters) for early "
                    "stopping; 0 trains for --epochs.")
-@click.option("--epochs", default=60, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @_eopatch_options
 @click.option("--seed", default=0, show_default=True)

@@ -282,6 +282,7 @@ def pretrain(
     """
     from eokit.core.train import seed_everything
 
+    _check_at_least(epochs=(epochs, 1), max_pixels=(max_pixels, 2))
     seed_everything(seed)
     usable = np.nonzero(data.valid.sum(axis=1) >= 2)[0]
     if usable.size < 2:
@@ -465,6 +466,7 @@ def finetune(
     """
     from eokit.core.train import KeepBest, seed_everything
 
+    _check_at_least(epochs=(epochs, 1))
     seed_everything(seed)
     if mode not in ("head", "lora", "full"):
         raise InputError(f"must be head, lora or full, got {mode!r}", parameter="mode")
@@ -702,6 +704,13 @@ def forecast_series(backbone: PixelSeriesTransformer, data: SeriesData, n_steps:
         future = last + (np.arange(1, n_steps + 1) * int(round(step_days))).astype(
             "timedelta64[D]")
     return out, future
+
+
+def _check_at_least(**values: tuple[int | None, int]) -> None:
+    """InputError naming the first integer argument below its minimum (None: not set)."""
+    for name, (value, least) in values.items():
+        if value is not None and (int(value) != value or value < least):
+            raise InputError(f"must be an integer >= {least}, got {value}", parameter=name)
 
 
 def _check_bands(backbone: PixelSeriesTransformer, data: SeriesData) -> None:
