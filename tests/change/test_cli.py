@@ -308,6 +308,25 @@ def test_mistyped_config_keys_are_one_line_errors(tmp_path, capsys, section, key
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("lr", -1, "train.lr must be a number > 0, got -1"),
+    ("crop", 0, "train.crop must be an integer >= 8"),
+    ("pos_weight", -2, "train.pos_weight must be 'auto' or a number > 0"),
+    ("placement", "middle", "train.placement must be all, decoder or finest"),
+    ("batch_size", 2.5, "train.batch_size must be an integer >= 1"),
+])
+def test_out_of_range_train_values_are_one_line_errors(tmp_path, capsys, key, value, expected):
+    """Before: a negative lr or a zero crop ended in a traceback, a negative pos_weight trained."""
+    config = {"model": {"in_channels": 6}, "train": {key: value},
+              "datasets": [{"name": "sim_buildings", "source": "sim", "count": 2, "size": 32}]}
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    code, _, err = _run(["change", "fit", "--config", str(path), "-o", str(out)], capsys)
+    assert code == 2 and expected in err and "fit.yaml" in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_fit_resumed_within_an_epoch_trains_the_rest_of_it(tmp_path, monkeypatch):
     """Step checkpoints (`--trainer.checkpoint_every_n_steps`): a fit interrupted in its second
     epoch and resumed trains that epoch's remaining batches and ends bit-identical."""

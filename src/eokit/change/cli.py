@@ -6,6 +6,7 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,8 @@ def _command_line() -> str:
     return "eokit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-#: Top-level keys of a change config, and the keys its ``train`` section may hold.
+#: Top-level keys of a change config (its ``train`` section: ``TRAIN_RULES``).
 CONFIG_KEYS = ("seed", "out_dir", "model", "datasets", "train", "trainer", "checkpoint", "resume")
-TRAIN_KEYS = ("batch_size", "crop", "lr", "weight_decay", "dice_weight", "placement",
-              "pos_weight", "init_from", "num_workers", "tune_threshold")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -53,9 +52,34 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise InputError(f"'{section}' must be a mapping", path=path)
     check_arguments(build_canet, {"domains": [], **(config.get("model") or {})},
                     f"{path}: model")
-    check_keys(config.get("train") or {}, TRAIN_KEYS, f"{path}: train")
+    check_keys(config.get("train") or {}, TRAIN_RULES, f"{path}: train")
+    for key, value in (config.get("train") or {}).items():
+        ok, expected = TRAIN_RULES[key]
+        if not ok(value):
+            raise InputError(f"train.{key} must be {expected}, got {value!r}", path=path)
     check_trainer_options(config.get("trainer") or {}, f"{path}: trainer")
     return config
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+#: What each ``train.<key>`` of a change config accepts: (check, description).
+TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "crop": (lambda v: v is None or (isinstance(v, int) and v >= 8),
+             "an integer >= 8 (pixels) or null"),
+    "lr": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "dice_weight": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "pos_weight": (lambda v: v is None or v == "auto" or (_number(v) and v > 0),
+                   "'auto' or a number > 0"),
+    "placement": (lambda v: v in (None, "all", "decoder", "finest"), "all, decoder or finest"),
+    "num_workers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "tune_threshold": (lambda v: isinstance(v, bool), "true or false"),
+    "init_from": (lambda v: v is None or isinstance(v, str), "'auto' or a dataset name"),
+}
 
 
 def build_datasets(
