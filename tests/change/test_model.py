@@ -37,13 +37,17 @@ def test_siamese_unet_wrapped_by_canet():
                    [s for bn in bns for s in bn.bns])
 
 
-def test_canet_wrapper_starts_equal_to_base_without_icm():
+@pytest.mark.parametrize("lora_ranks", [(0, 0), (4, 2)])
+def test_canet_wrapper_starts_equal_to_base_without_icm(lora_ranks):
     torch.manual_seed(0)
     base = SiameseTimmUNet(3)
     base.eval()
     x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     expected = base(x, y).detach()
-    model = CANet(base, DOMAINS, use_icm=False).eval()
+    model = CANet(base, DOMAINS, use_icm=False, lora_rank=lora_ranks[0],
+                  encoder_lora_rank=lora_ranks[1]).eval()
+    assert any(".encoder." in n and ".loras." in n
+               for n, _ in model.named_parameters()) == bool(lora_ranks[1])
     # Zero-initialised adapters, BN copies and head copies: the wrapper changes nothing at first.
     for name in DOMAINS:
         assert torch.allclose(model(x, y, domain=name), expected, atol=1e-5)
@@ -137,5 +141,7 @@ def test_bad_arguments():
         build_canet(["a"], architecture="nope")
     with pytest.raises(InputError, match="lora_rank"):
         build_canet(["a"], lora_rank=-1)
+    with pytest.raises(InputError, match="encoder_lora_rank"):
+        build_canet(["a"], encoder_lora_rank=-2)
     with pytest.raises(InputError):
         CANet(SiameseUNet(3), ["a"], adapter_points=["missing.block"])

@@ -123,6 +123,8 @@ class SiameseTimmUNet(nn.Module):
     adapter_points: tuple[str, ...]
     #: Where ``CANet(lora_rank=r)`` puts per-dataset LoRA: every conv after the encoder.
     lora_points = ("fusions", "input_fusion", "decoder")
+    #: Where ``CANet(encoder_lora_rank=r)`` puts per-dataset LoRA: the siamese encoder.
+    encoder_lora_points = ("encoder",)
     head_name = "head"
 
     def __init__(
@@ -407,6 +409,10 @@ class CANet(nn.Module):
             and the decoder). 0 = none. With frozen shared convolutions a dataset's adapters
             alone could not re-shape the decoder features; the low-rank updates can, at a few
             per cent of the parameters (results in ``docs/change.md``).
+        encoder_lora_rank: Rank of per-dataset LoRA updates of every convolution under
+            ``base.encoder_lora_points`` (default ``("encoder",)``). 0 = none. Lets a dataset
+            re-shape the shared encoder's features for its sensor; costs gradient through the
+            encoder in ``adapt`` (placement ``all`` only).
         base_config: Constructor arguments of ``base`` (recorded in checkpoints).
 
     Shapes:
@@ -426,6 +432,7 @@ class CANet(nn.Module):
         icm_output: bool = False,
         domain_bn: bool = True,
         lora_rank: int = 0,
+        encoder_lora_rank: int = 0,
         base_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -457,17 +464,26 @@ class CANet(nn.Module):
         channels = self._probe_channels(base, points)
         if domain_bn:
             convert_to_domain_bn(base, len(domains))
-        if lora_rank < 0:
-            raise InputError(f"lora_rank must be >= 0, got {lora_rank}", parameter="lora_rank")
+        for key, rank in (("lora_rank", lora_rank), ("encoder_lora_rank", encoder_lora_rank)):
+            if rank < 0:
+                raise InputError(f"{key} must be >= 0, got {rank}", parameter=key)
         self.lora_rank = lora_rank
-        if lora_rank:
-            prefixes = tuple(str(p) for p in getattr(base, "lora_points", points))
+        self.encoder_lora_rank = encoder_lora_rank
+        #: Module prefixes of the encoder LoRA (never trained by the ``decoder`` placement).
+        self.encoder_prefixes = tuple(f"base.{p}" for p in getattr(base, "encoder_lora_points",
+                                                                    ("encoder",)))
+        for rank, prefixes in (
+            (lora_rank, tuple(str(p) for p in getattr(base, "lora_points", points))),
+            (encoder_lora_rank, tuple(p.removeprefix("base.") for p in self.encoder_prefixes)),
+        ):
+            if not rank:
+                continue
             convs = [n for n, m in base.named_modules() if isinstance(m, nn.Conv2d)
                      and any(n == p or n.startswith(f"{p}.") for p in prefixes)]
             for name in convs:
                 conv = base.get_submodule(name)
                 assert isinstance(conv, nn.Conv2d)
-                base.set_submodule(name, DomainLoRAConv(conv, len(domains), lora_rank))
+                base.set_submodule(name, DomainLoRAConv(conv, len(domains), rank))
         for name in points:
             block = DomainAdapterBlock(
                 base.get_submodule(name),
@@ -604,8 +620,11 @@ class CANet(nn.Module):
             rf"(^|\.)icms\.{k}\.",
             rf"(^|\.)heads\.{k}\.",
         ]
-        if self.lora_rank:
+        if placement == "all" and (self.lora_rank or self.encoder_lora_rank):
             patterns.append(rf"(^|\.)loras\.{k}\.")
+        elif self.lora_rank:  # "decoder": not the encoder's updates (no gradient through it)
+            encoder = "|".join(re.escape(p) for p in self.encoder_prefixes)
+            patterns.append(rf"^(?!({encoder})\.).*(^|\.)loras\.{k}\.")
         if self.domain_bn:
             prefix = "" if placement == "all" else r"^(?!base\.(encoder|fusions|input_fusion)\.)"
             patterns.append(rf"{prefix}.*(^|\.)bns\.{k}\.")
@@ -695,6 +714,7 @@ def build_canet(
     icm_output: bool = False,
     domain_bn: bool = True,
     lora_rank: int = 0,
+    encoder_lora_rank: int = 0,
 ) -> CANet:
     """Build a CANet around ``SiameseTimmUNet`` (``architecture="timm_unet"``) or ``SiameseUNet``.
 
@@ -717,6 +737,8 @@ def build_canet(
                   domain_bn=domain_bn)
     if lora_rank:  # recorded only when set, so files of models without LoRA still match
         config["lora_rank"] = lora_rank
+    if encoder_lora_rank:
+        config["encoder_lora_rank"] = encoder_lora_rank
     return CANet(
         base,
         domains,
@@ -725,5 +747,6 @@ def build_canet(
         icm_output=icm_output,
         domain_bn=domain_bn,
         lora_rank=lora_rank,
+        encoder_lora_rank=encoder_lora_rank,
         base_config=config,
     )
