@@ -97,7 +97,8 @@ def test_predict_bad_inputs_one_line_errors_nothing_written(
     assert code == 2 and "label3.tif" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     for option, value, message in (("--tile", "0", "tile: must be a positive integer"),
-                                   ("--overlap", "600", "overlap: must be in 0..tile-1")):
+                                   ("--overlap", "600", "overlap: must be in 0..tile-1"),
+                                   ("--threshold", "1", "Invalid value for '--threshold'")):
         code, _, err = _run([*base, "--domain", "sim_buildings", option, value], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
         assert not out.exists()

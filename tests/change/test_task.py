@@ -54,9 +54,11 @@ def test_change_metrics_from_confusion_matrix():
     assert metrics["oa"] == pytest.approx(5 / 8)
 
 
-@pytest.mark.parametrize("lora_rank", [0, 4])
-def test_adapt_trains_only_the_new_domain_and_round_trips(tmp_path, lora_rank):
-    model = build_canet(DOMAINS, in_channels=6, lora_rank=lora_rank)
+@pytest.mark.parametrize(("lora_rank", "encoder_lora_rank"), [(0, 0), (4, 0), (4, 2)])
+def test_adapt_trains_only_the_new_domain_and_round_trips(tmp_path, lora_rank,
+                                                          encoder_lora_rank):
+    model = build_canet(DOMAINS, in_channels=6, lora_rank=lora_rank,
+                        encoder_lora_rank=encoder_lora_rank)
     train_steps(model, _loader(0, DOMAINS[0]), steps=2)
     shared_path = save_model(model, tmp_path / "model.safetensors")
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -66,6 +68,7 @@ def test_adapt_trains_only_the_new_domain_and_round_trips(tmp_path, lora_rank):
     loras = [n for n, p in model.named_parameters() if ".loras." in n and p.requires_grad]
     assert bool(loras) == bool(lora_rank)
     assert all(".loras.2." in n for n in loras)  # only the new dataset's low-rank updates
+    assert any(n.startswith("base.encoder.") for n in loras) == bool(encoder_lora_rank)
     train_steps(model, _loader(2, "sim_new"), steps=2, lr=1e-2)
     after = model.state_dict()
     for key, value in before.items():
@@ -186,10 +189,13 @@ def test_positive_weight_grows_with_imbalance():
 
 @pytest.mark.parametrize("placement", ["decoder", "finest"])
 def test_cheap_placements_adapt_bn_statistics_without_encoder_gradients(placement):
-    model = build_canet(DOMAINS, in_channels=6)
+    model = build_canet(DOMAINS, in_channels=6, encoder_lora_rank=2)
     report = prepare_adapt(model, "sim_new", placement=placement)
-    full = prepare_adapt(build_canet(DOMAINS, in_channels=6), "sim_new")
+    full = prepare_adapt(build_canet(DOMAINS, in_channels=6, encoder_lora_rank=2), "sim_new")
     assert 0 < report["trainable"] < full["trainable"]
+    # the encoder's low-rank updates train with placement "all" only
+    assert not any(p.requires_grad for n, p in model.named_parameters()
+                   if n.startswith("base.encoder.") and ".loras." in n)
     index = model.domain_index("sim_new")
     encoder_bn = next(m for n, m in model.base.encoder.named_modules()
                       if n.endswith(f"bns.{index}"))
@@ -217,6 +223,14 @@ def test_cheap_placements_adapt_bn_statistics_without_encoder_gradients(placemen
     model(batch["image_a"], batch["image_b"], domain=index)
     hook.remove()
     assert seen == [placement == "decoder"]
+
+
+def test_evaluate_refuses_a_threshold_outside_0_1():
+    model = build_canet(DOMAINS, in_channels=6)
+    data = ChangeDataset(simulated_pairs(DOMAINS[0], count=1, size=32, seed=0))
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(InputError, match="threshold: must be between 0 and 1"):
+            evaluate(model, data, domain=0, threshold=bad)
 
 
 def test_unknown_placement_is_input_error():

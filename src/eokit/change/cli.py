@@ -21,6 +21,9 @@ def _command_line() -> str:
     return "eokit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+#: A change-probability threshold: strictly between 0 and 1.
+_THRESHOLD = click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
+
 #: Top-level keys of a change config (its ``train`` section: ``TRAIN_RULES``).
 CONFIG_KEYS = ("seed", "out_dir", "model", "datasets", "train", "trainer", "checkpoint", "resume")
 
@@ -415,7 +418,7 @@ def _load(checkpoint: Path, adapters: tuple[Path, ...]) -> Any:
 @click.option("--label-mode", default="auto", show_default=True,
               type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=_THRESHOLD, default=None,
               help="Change threshold (default: the dataset's, chosen on its training labels, "
                    "else 0.5).")
 @click.option("--tile", type=int, default=512, show_default=True)
@@ -468,7 +471,7 @@ def predict(
               type=click.Choice(["auto", "levir", "split", "whu"]))
 @click.option("--label-mode", default="auto", show_default=True,
               type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]))
-@click.option("--threshold", type=float, default=None,
+@click.option("--threshold", type=_THRESHOLD, default=None,
               help="Change threshold (default: the dataset's, chosen on its training labels, "
                    "else 0.5).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))

@@ -241,6 +241,8 @@ def evaluate(
 
     from eokit.change.data import collate_pairs
 
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise InputError(f"must be between 0 and 1, got {threshold}", parameter="threshold")
     was_training = model.training
     model.eval()
     model.set_domain(domain)
