@@ -248,3 +248,22 @@ def test_train_settings_name_a_mistyped_key(tmp_path):
         _train_settings(path)
     path.write_text("task:\n  init_args:\n    atm_weight: 0.2\n")
     assert _train_settings(path)["atm_weight"] == 0.2
+
+
+def test_train_needs_three_profiles_and_simulate_a_non_negative_noise(tmp_path):
+    from eokit.lst.data import generate_samples
+    from eokit.lst.profiles import standard_atmosphere
+
+    runner = CliRunner()
+    samples = tmp_path / "one_profile.csv"
+    result = runner.invoke(lst, ["simulate", "--atmosphere", "tropical", "--per-profile", "10",
+                                 "-o", str(samples)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(lst, ["train", "--samples", str(samples), "--epochs", "1",
+                                 "-o", str(tmp_path / "run")])
+    assert isinstance(result.exception, InputError)
+    assert "1 atmosphere profile(s)" in str(result.exception) and "at least 3" in str(
+        result.exception)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(InputError, match="bt_noise_k: must be >= 0 K"):
+        generate_samples(standard_atmosphere("tropical"), per_profile=2, bt_noise_k=-1.0)

@@ -65,7 +65,8 @@ def lst() -> None:
 @click.option("--down", type=float, help="Downwelling sky radiance (method rte).")
 @click.option("--air-temperature", type=float, help="Near-surface air temperature K (mono).")
 @click.option("--band", default="L8_B10", show_default=True, help="L8_B10, L8_B11, L9_B10, L9_B11.")
-@click.option("--block", type=int, default=1024, show_default=True, help="Block size (pixels).")
+@click.option("--block", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Block size (pixels).")
 @click.option(
     "-o",
     "--output",
@@ -187,9 +188,11 @@ def retrieve(
     multiple=True,
     help="Built-in standard atmosphere(s) instead of a file (tropical, us76, ...).",
 )
-@click.option("--per-profile", type=int, default=20, show_default=True)
+@click.option("--per-profile", type=click.IntRange(min=1), default=20,
+              show_default=True)
 @click.option("--all-sky", is_flag=True, help="Keep profiles failing the RH < 90 % clear-sky test.")
-@click.option("--noise-k", type=float, default=0.05, show_default=True, help="NEdT added to BT.")
+@click.option("--noise-k", type=click.FloatRange(min=0), default=0.05, show_default=True,
+              help="NEdT added to BT.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Output CSV of samples."
@@ -316,7 +319,7 @@ def _train_settings(path: Path | None) -> dict[str, Any]:
     help="YAML config (configs/lst/*.yaml): model, task weights, epochs.",
 )
 @click.option("--kind", type=click.Choice(["piml", "mlp"]), help="Model (default piml).")
-@click.option("--epochs", type=int, help="Epochs (default 40).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default 40).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/checkpoints/last.ckpt.")
 @click.option("-o", "--out-dir", type=click.Path(path_type=Path), required=True)
@@ -350,6 +353,10 @@ def train(
     profile_ids = data.profile_index
     unique, inverse = np.unique(profile_ids, return_inverse=True)
     split = split_profiles(len(unique), seed=seed)[inverse]
+    if not all((split == k).any() for k in (0, 1, 2)):
+        raise InputError(f"{len(unique)} atmosphere profile(s); training splits by profile into "
+                         "train/validation/test and needs samples from at least 3 (simulate "
+                         "with more --atmosphere or --profiles)", path=samples)
     train_set, val_set = data.subset(split == 0), data.subset(split == 1)
     a = train_set.arrays
     prior = SingleChannel.fit(a["water_vapour"], a["tau"], a["up"], a["down"]).coefficients

@@ -96,6 +96,8 @@ def generate_samples(
         raise InputError("must lie in (0, 1]", parameter="emissivity_range")
     if per_profile < 1:
         raise InputError("must be >= 1", parameter="per_profile")
+    if not bt_noise_k >= 0:  # also NaN
+        raise InputError(f"must be >= 0 K, got {bt_noise_k}", parameter="bt_noise_k")
     model = model if model is not None else BandRTModel()
     rng = np.random.default_rng(seed)
     n_profiles = len(profiles)
