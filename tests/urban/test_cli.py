@@ -129,6 +129,8 @@ def _rgb(tmp_path: Path, name: str, shape: tuple[int, int], bands: int = 3) -> P
         ("no_pixel_size", "pixel_size_m: is required in paper mode"),
         ("missing", "optical.jpg"),
         ("no_urban", "no urban pixels found"),
+        ("geo_negative_pixel_size", "pixel_size_m: must be a positive number, got -5.0"),
+        ("geo_chunk_0", "Invalid value for '--chunk'"),
     ],
 )
 def test_bad_input_gives_one_line_errors(case: str, expected: str, tmp_path, run_cli) -> None:  # type: ignore[no-untyped-def]
@@ -143,6 +145,9 @@ def test_bad_input_gives_one_line_errors(case: str, expected: str, tmp_path, run
         args = []
     elif case == "missing":
         optical.unlink()
+    elif case.startswith("geo_"):  # refused before the (non-georeferenced) files are read
+        args = ["--mode", "geo", *(["--pixel-size-m", "-5"] if "pixel" in case
+                                   else ["--chunk", "0"])]
     elif case == "no_urban":
         import cv2
 

@@ -99,3 +99,9 @@ def test_dask_distributed_gives_the_same_fused_image(tmp_path) -> None:  # type:
     # chunking does not change the result (halos as wide as each filter)
     whole = fused_geo(paths["optical_tif"], paths["sar_tif"], GeoConfig(chunk=4096))[0]
     assert np.array_equal(local, whole)
+
+
+def test_geo_config_refuses_non_positive_chunk_and_bootstrap():
+    for bad in ({"chunk": 0}, {"n_boot": -1}, {"chunk": 2.5}):
+        with pytest.raises(InputError, match=f"{next(iter(bad))}: must be an integer >= 1"):
+            GeoConfig(**bad)

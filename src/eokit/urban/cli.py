@@ -47,7 +47,8 @@ _common = [
         default=None,
         help="Ground pixel size in metres (required for non-georeferenced images).",
     ),
-    click.option("--chunk", type=int, default=1024, show_default=True, help="Dask chunk (geo)."),
+    click.option("--chunk", type=click.IntRange(min=1), default=1024, show_default=True,
+                 help="Dask chunk (geo)."),
     click.option(
         "--rgb-bands",
         default="1,2,3",

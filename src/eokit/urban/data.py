@@ -41,6 +41,12 @@ def _as_uint8(data: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
+def check_pixel_size(pixel_size_m: float | None) -> None:
+    """InputError unless ``pixel_size_m`` is None or a positive finite number."""
+    if pixel_size_m is not None and not (pixel_size_m > 0 and math.isfinite(pixel_size_m)):
+        raise InputError(f"must be a positive number, got {pixel_size_m}", parameter="pixel_size_m")
+
+
 def read_pair(optical: str | Path, sar: str | Path, *, pixel_size_m: float | None) -> ImagePair:
     """Read a paper-mode pair: 8-bit true-colour optical and 8-bit SAR rendering.
 
@@ -51,8 +57,7 @@ def read_pair(optical: str | Path, sar: str | Path, *, pixel_size_m: float | Non
     from eokit.core.raster import read_image
 
     optical, sar = Path(optical), Path(sar)
-    if pixel_size_m is not None and not (pixel_size_m > 0 and math.isfinite(pixel_size_m)):
-        raise InputError(f"must be a positive number, got {pixel_size_m}", parameter="pixel_size_m")
+    check_pixel_size(pixel_size_m)
     opt = read_image(optical, pixel_size_m=pixel_size_m)
     if opt.data.shape[0] < 3:
         raise InputError(

@@ -74,6 +74,12 @@ class GeoConfig:
     chunk: int = 1024
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("n_boot", "chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"must be an integer >= 1, got {value!r}", parameter=name)
+
 
 def utm_crs_for(lon: float, lat: float) -> Any:
     """WGS84 UTM CRS of the zone holding (lon, lat)."""

@@ -19,7 +19,7 @@ import numpy as np
 from eokit.core.errors import EokitError, InputError
 from eokit.core.metrics import jsonable
 from eokit.core.types import Grid
-from eokit.urban.data import MODES, read_city_list, read_pair
+from eokit.urban.data import MODES, check_pixel_size, read_city_list, read_pair
 from eokit.urban.model import UrbanResult, analyze_paper
 from eokit.urban.segment import CLASS_NAMES
 
@@ -51,6 +51,7 @@ def analyze(
     """
     if mode not in MODES:
         raise InputError(f"must be one of {MODES}, got {mode!r}", parameter="mode")
+    check_pixel_size(pixel_size_m)
     if mode in ("paper", "paper_em"):
         pair = read_pair(optical, sar, pixel_size_m=pixel_size_m)
         result = analyze_paper(
@@ -63,6 +64,8 @@ def analyze(
         return result, pair.grid, views
     from eokit.urban.geo import GeoConfig, analyze_geo
 
+    if pixel_size_m is not None:
+        logger.warning("pixel_size_m is ignored in geo mode: the pixel size comes from the CRS")
     result, grid = analyze_geo(optical, sar, config=geo_config or GeoConfig())
     return result, grid, {}
 
