@@ -295,14 +295,34 @@ def test_fit_rejects_a_mistyped_trainer_option_in_one_line(tmp_path, capsys):
     ("trainer", "max_epoch", "trainer: unknown Trainer option 'max_epoch' (did you mean "
                              "'max_epochs'?)"),
     (None, "trian", "unknown key 'trian' (did you mean 'train'?)"),
+    ("datasets", "sizee", "datasets[1]: unknown key 'sizee' (did you mean 'size'?)"),
 ])
 def test_mistyped_config_keys_are_one_line_errors(tmp_path, capsys, section, key, expected):
     """A key the command would ignore, or that would fail deep in the model build, is named."""
     config = {"model": {"in_channels": 6}, "train": {"batch_size": 2}, "trainer": {},
               "datasets": [{"name": "sim_buildings", "source": "sim", "count": 2, "size": 32}]}
-    (config[section] if section else config)[key] = 8
+    (config["datasets"][0] if section == "datasets" else config[section] if section
+     else config)[key] = 8
     path = tmp_path / "fit.yaml"
     path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    code, _, err = _run(["change", "fit", "--config", str(path), "-o", str(out)], capsys)
+    assert code == 2 and expected in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+SIM = {"name": "sim_buildings", "source": "sim", "count": 2}
+
+
+@pytest.mark.parametrize(("entries", "expected"), [
+    ([{"source": "sim", "count": 2}], "datasets[1] needs a 'name'"),
+    ([{"name": "x", "source": "simm"}], "datasets[1] (x) needs either 'root: FOLDER' or"),
+    ([{"name": "x", "root": "a", "source": "sim"}], "needs either"),
+    ([SIM, SIM], "dataset names must be unique"),
+])
+def test_bad_dataset_entries_are_one_line_errors(tmp_path, capsys, entries, expected):
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump({"model": {"in_channels": 6}, "datasets": entries}))
     out = tmp_path / "run"
     code, _, err = _run(["change", "fit", "--config", str(path), "-o", str(out)], capsys)
     assert code == 2 and expected in err, err

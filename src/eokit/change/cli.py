@@ -26,6 +26,9 @@ _THRESHOLD = click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
 
 #: Top-level keys of a change config (its ``train`` section: ``TRAIN_RULES``).
 CONFIG_KEYS = ("seed", "out_dir", "model", "datasets", "train", "trainer", "checkpoint", "resume")
+#: Keys of one ``datasets`` entry: a simulated dataset (``source: sim``) or a folder (``root``).
+DATASET_KEYS = ("name", "source", "sim_domain", "count", "train_count", "val_count", "test_count",
+                "size", "bands", "root", "train", "val", "test", "layout", "label_mode")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -55,6 +58,20 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise InputError(f"'{section}' must be a mapping", path=path)
     check_arguments(build_canet, {"domains": [], **(config.get("model") or {})},
                     f"{path}: model")
+    names = []
+    for number, entry in enumerate(config["datasets"], start=1):
+        where = f"{path}: datasets[{number}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"datasets[{number}] must be a mapping", path=path)
+        check_keys(entry, DATASET_KEYS, where)
+        if not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise InputError(f"datasets[{number}] needs a 'name'", path=path)
+        if entry.get("source", "sim") != "sim" or ("root" in entry) == ("source" in entry):
+            raise InputError(f"datasets[{number}] ({entry['name']}) needs either 'root: FOLDER' "
+                             "or 'source: sim'", path=path)
+        names.append(entry["name"])
+    if len(set(names)) != len(names):
+        raise InputError(f"dataset names must be unique, got {names}", path=path)
     check_keys(config.get("train") or {}, TRAIN_RULES, f"{path}: train")
     for key, value in (config.get("train") or {}).items():
         ok, expected = TRAIN_RULES[key]
@@ -95,15 +112,15 @@ def build_datasets(
     seed: int,
     label_fraction: float = 1.0,
 ) -> list[Any]:
-    """Per-dataset ``ChangeDataset`` objects for ``stage`` (``train``, ``val`` or ``test``)."""
+    """Per-dataset ``ChangeDataset`` objects for ``stage`` (``train``, ``val`` or ``test``).
+
+    ``entries``: the ``datasets`` of a config checked by :func:`load_config`.
+    """
     from eokit.change.data import ChangeDataset, find_pairs, simulated_pairs
-    from eokit.core.errors import InputError
 
     out = []
     for entry in entries:
-        name = entry.get("name")
-        if not name:
-            raise InputError("every dataset needs a 'name'", parameter="datasets")
+        name = entry["name"]
         domain = domains.index(name)
         if entry.get("source") == "sim":
             count = int(entry.get(f"{stage}_count", entry.get("count", 16)))
@@ -117,10 +134,7 @@ def build_datasets(
                 pairs = [{**p, "image_a": p["image_a"][bands], "image_b": p["image_b"][bands]}
                          for p in pairs]
         else:
-            root = entry.get("root")
-            if root is None:
-                raise InputError(f"dataset {name!r} needs 'root' or 'source: sim'",
-                                 parameter="datasets")
+            root = entry["root"]
             split = entry.get(stage, stage)
             if split is None:
                 continue
