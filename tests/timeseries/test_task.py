@@ -208,6 +208,10 @@ def test_finetune_rejects_bad_labels_and_bands(pretrained, tmp_path):
                  epochs=1, progress=False)
     with pytest.raises(InputError, match="2 bands but the model expects 3"):
         embed_series(backbone, wrong)
+    for names in (["x", "x"], ["x", ""]):
+        with pytest.raises(InputError, match="class names must be non-empty and unique"):
+            finetune(backbone, labelled, np.zeros(6, int), tmp_path / "none",
+                     class_names=names, epochs=1, progress=False)
     with pytest.raises(InputError, match=r"epochs: must be an integer >= 1, got 0"):
         finetune(backbone, labelled, np.zeros(6, int), tmp_path / "none",
                  class_names=["x", "y"], epochs=0, progress=False)

@@ -204,12 +204,15 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
         read_label_raster,
     )
     from eokit.timeseries.model import PixelSeriesTransformer, load_model, save_model
-    from eokit.timeseries.task import compute_summary
+    from eokit.timeseries.task import check_class_names, compute_summary
     from eokit.timeseries.task import finetune as run_finetune
 
     overrides = parse_trainer_overrides(ctx.args)
     if not 0 < label_fraction <= 1:
         raise InputError(f"must be in (0, 1], got {label_fraction}", parameter="label_fraction")
+    class_names = [c.strip() for c in classes.split(",")]
+    if task == "classification":
+        check_class_names(class_names)
     backbone, meta = load_model(backbone_path)
     if not isinstance(backbone, PixelSeriesTransformer):
         raise InputError("is a fine-tuned model, give the pretrained backbone",
@@ -218,7 +221,6 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
     if labels and layout in ("auto", "eopatch") and not Path(labels).suffix:
         options["labels"] = labels
     data = _read(input_path, layout, options)
-    class_names = [c.strip() for c in classes.split(",") if c.strip()]
     mapping = parse_label_map(label_map)
     if task == "regression":
         if data.targets is None:

@@ -483,6 +483,7 @@ def finetune(
     if task == "classification":
         if not class_names:
             raise InputError("classification needs class names", parameter="class_names")
+        check_class_names(class_names)
         check_labels(targets, class_names, source="targets")
         head_options: dict[str, Any] = {"memory": memory, "pooling": pooling,
                                         "input_lags": input_lags, "lag_days": lag_days,
@@ -704,6 +705,14 @@ def forecast_series(backbone: PixelSeriesTransformer, data: SeriesData, n_steps:
         future = last + (np.arange(1, n_steps + 1) * int(round(step_days))).astype(
             "timedelta64[D]")
     return out, future
+
+
+def check_class_names(class_names: Sequence[str]) -> None:
+    """InputError unless the class names are non-empty strings, each used once."""
+    names = [str(c).strip() for c in class_names]
+    if "" in names or len(set(names)) != len(names):
+        raise InputError(f"class names must be non-empty and unique, got {list(class_names)}",
+                         parameter="class_names")
 
 
 def _check_at_least(**values: tuple[int | None, int]) -> None:
