@@ -314,6 +314,25 @@ def test_mistyped_config_keys_are_one_line_errors(tmp_path, capsys, section, key
 SIM = {"name": "sim_buildings", "source": "sim", "count": 2}
 
 
+def test_fit_warns_that_adapt_only_keys_are_ignored(tmp_path, capsys, caplog, monkeypatch):
+    from eokit.change import cli as change_cli
+    from eokit.core.errors import InputError
+
+    def stop(*_args, **_kwargs):
+        raise InputError("stopped before training")
+
+    monkeypatch.setattr(change_cli, "_run_training", stop)
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump({"model": {"in_channels": 6}, "datasets": [SIM],
+                                    "train": {"placement": "decoder", "batch_size": 2}}))
+    with caplog.at_level("WARNING", logger="eokit.change.cli"):
+        code, _, _ = _run(["change", "fit", "--config", str(path), "-o", str(tmp_path / "r")],
+                          capsys)
+    assert code == 2
+    assert "train.placement applies to 'eokit change adapt' only" in caplog.text
+    assert "batch_size" not in caplog.text
+
+
 @pytest.mark.parametrize(("entries", "expected"), [
     ([{"source": "sim", "count": 2}], "datasets[1] needs a 'name'"),
     ([{"name": "x", "source": "simm"}], "datasets[1] (x) needs either 'root: FOLDER' or"),

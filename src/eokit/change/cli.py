@@ -85,6 +85,9 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+#: ``train`` keys that only ``adapt`` uses.
+ADAPT_ONLY_KEYS = {"placement", "init_from"}
+
 #: What each ``train.<key>`` of a change config accepts: (check, description).
 TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_size": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
@@ -340,6 +343,8 @@ def fit(config_path: Path, out_dir: Path | None, trainer_args: tuple[str, ...]) 
 
     config = load_config(config_path)
     overrides = parse_trainer_overrides(trainer_args)
+    for key in ADAPT_ONLY_KEYS & set(config.get("train") or {}):
+        logger.warning("train.%s applies to 'eokit change adapt' only; fit ignores it", key)
     out = Path(out_dir or config.get("out_dir", "runs/change"))
     out.mkdir(parents=True, exist_ok=True)
     domains = [d["name"] for d in config["datasets"]]
