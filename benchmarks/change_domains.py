@@ -59,12 +59,15 @@ def _scale(quick: bool) -> dict[str, Any]:
 
 
 def run_seed(seed: int, quick: bool, backbone: str = "resnet18-tiny",
-             new_dataset_only: bool = False, encoder_lora_rank: int = 0) -> dict[str, Any]:
+             new_dataset_only: bool = False, encoder_lora_rank: int = 0,
+             pretrained: str | None = None) -> dict[str, Any]:
     """Every method for one seed (own scenes, own initialisation); returns plain numbers.
 
     ``new_dataset_only``: only the joint CANet, the fourth-dataset arms (section 6) and their
     step timing, e.g. to measure the placements' quality with a larger ``backbone``.
     ``encoder_lora_rank``: per-dataset LoRA on the encoder too (with ``new_dataset_only``).
+    ``pretrained``: encoder weights every model starts from (``"timm"`` or a file; with
+    ``new_dataset_only``); the ``scratch`` arm then starts from them too, without joint training.
     """
     import torch
 
@@ -150,7 +153,8 @@ def run_seed(seed: int, quick: bool, backbone: str = "resnet18-tiny",
     methods = out["methods"]
 
     arch = {"backbone": backbone, "decoder_channels": DECODER_CHANNELS[backbone],
-            "encoder_lora_rank": encoder_lora_rank}
+            "encoder_lora_rank": encoder_lora_rank,
+            "pretrained": True if pretrained == "timm" else (pretrained or False)}
     if new_dataset_only:
         stage(f"CANet joint ({backbone})")
         seed_all(seed)
@@ -496,9 +500,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="per-dataset LoRA of this rank on the encoder as well (with "
                              "--new-dataset-only; writes change_domains_<backbone>_"
                              "encoder-lora<rank>.json)")
+    parser.add_argument("--pretrained", default=None,
+                        help="encoder weights to start from: 'timm' (timm's cache) or a timm "
+                             "weights file for --backbone (with --new-dataset-only; writes "
+                             "change_domains_<backbone>_pretrained.json)")
     args = parser.parse_args(argv)
-    if args.encoder_lora_rank and not args.new_dataset_only:
-        parser.error("--encoder-lora-rank needs --new-dataset-only")
+    if (args.encoder_lora_rank or args.pretrained) and not args.new_dataset_only:
+        parser.error("--encoder-lora-rank and --pretrained need --new-dataset-only")
     seeds = [args.seed + k for k in range(args.seeds or (2 if args.quick else 3))]
     t0 = time.perf_counter()
     load_start = os.getloadavg()
@@ -510,7 +518,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = list(pool.map(run_seed, seeds, [args.quick] * len(seeds),
                              [args.backbone] * len(seeds),
                              [args.new_dataset_only] * len(seeds),
-                             [args.encoder_lora_rank] * len(seeds)))
+                             [args.encoder_lora_rank] * len(seeds),
+                             [args.pretrained] * len(seeds)))
         cfg = _scale(args.quick)
         by_backbone = [] if args.new_dataset_only else list(pool.map(
             backbone_step_ratios, TIMING_BACKBONES, [cfg["size"]] * len(TIMING_BACKBONES),
@@ -531,6 +540,7 @@ def main(argv: list[str] | None = None) -> None:
             "decoder_channels": list(DECODER_CHANNELS[args.backbone]),
             "new_dataset_only": args.new_dataset_only,
             "adapter": {**ADAPTER, "encoder_lora_rank": args.encoder_lora_rank},
+            "pretrained_encoder": args.pretrained,
             "threads_per_worker": 1, "quick": args.quick,
             "test_change_pixels": {d: int(np.mean([
                 r["methods"]["canet_joint"][d]["change_pixels"] for r in runs])) for d in JOINT},
@@ -571,6 +581,8 @@ def main(argv: list[str] | None = None) -> None:
     name = f"change_domains_{args.backbone}" if args.new_dataset_only else "change_domains"
     if args.encoder_lora_rank:
         name += f"_encoder-lora{args.encoder_lora_rank}"
+    if args.pretrained:
+        name += "_pretrained"
     write_results(name, payload, _figure(summary, goal), out_dir=args.out)
     print(f"done in {payload['seconds']:.0f} s; targets: {goal}")
 

@@ -145,3 +145,52 @@ def test_bad_arguments():
         build_canet(["a"], encoder_lora_rank=-2)
     with pytest.raises(InputError):
         CANet(SiameseUNet(3), ["a"], adapter_points=["missing.block"])
+
+
+def test_encoder_starts_from_a_local_timm_weights_file(tmp_path):
+    """pretrained: PATH loads timm weights for the backbone without pickle or network, adapts the
+    first (deep-stem) conv to the band count, and is not needed to reload the saved model."""
+    import timm
+    from safetensors.torch import save_file
+
+    from eokit.change.model import BACKBONES
+    from eokit.change.task import load_model, save_model
+
+    name, preset = BACKBONES["resnet18-tiny"]
+    torch.manual_seed(3)
+    weights = {k: v.contiguous() for k, v in timm.create_model(name, **preset).state_dict().items()}
+    path = tmp_path / "r18tiny.safetensors"
+    save_file(weights, path)
+    model = build_canet(["a"], in_channels=6, pretrained=path)
+    encoder = dict(model.base.encoder.named_parameters())
+    assert torch.equal(encoder["layer3.1.conv2.weight"].detach(), weights["layer3.1.conv2.weight"])
+    stem = encoder["conv1.0.weight"].detach()  # 3 RGB channels spread over 6 bands by timm
+    assert stem.shape[1] == 6 and torch.allclose(stem[:, 3:], weights["conv1.0.weight"] / 2)
+    assert "pretrained" not in model.base_config
+    saved = save_model(model, tmp_path / "model.safetensors")
+    path.unlink()
+    restored = load_model(saved)
+    x = torch.rand(1, 6, 32, 32)
+    assert torch.allclose(restored.eval()(x, x), model.eval()(x, x))
+
+
+def test_pretrained_errors_are_one_line(tmp_path, monkeypatch):
+    import timm
+    from safetensors.torch import save_file
+
+    with pytest.raises(InputError, match="weights file not found"):
+        build_canet(["a"], pretrained=tmp_path / "none.safetensors")
+    other = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()},
+              other)
+    with pytest.raises(InputError, match="does not fit timm backbone 'resnet18'"):
+        build_canet(["a"], pretrained=other)  # resnet18-tiny has other widths
+    with pytest.raises(InputError, match="siamese_unet has no pretrained weights"):
+        build_canet(["a"], architecture="siamese_unet", pretrained=other)
+    # offline and not in timm's cache: fails at once, naming the way out
+    monkeypatch.setenv("EOKIT_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_hub"))
+    with pytest.raises(InputError, match="give a local weights file instead"):
+        build_canet(["a"], backbone="resnet18", pretrained=True)

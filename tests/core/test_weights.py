@@ -127,3 +127,20 @@ def test_missing_remote_file_and_local_paths(
         resolve_weights(f"{url}/x.pt")
     with pytest.raises(InputError, match="64 hex"):
         resolve_weights(WeightsSpec("x", f"{url}/x.pt", "abc"), cache_dir=tmp_path)
+
+
+def test_hub_offline_holds_the_hub_to_its_cache_only_while_eokit_is_offline(monkeypatch) -> None:
+    import huggingface_hub.constants as hub
+
+    from eokit.core.weights import hub_offline
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("EOKIT_OFFLINE", raising=False)
+    with hub_offline():
+        assert hub.HF_HUB_OFFLINE is False
+    monkeypatch.setenv("EOKIT_OFFLINE", "1")
+    with hub_offline():
+        assert hub.HF_HUB_OFFLINE is True
+    assert hub.HF_HUB_OFFLINE is False  # restored
+    with hub_offline(offline=False):
+        assert hub.HF_HUB_OFFLINE is False

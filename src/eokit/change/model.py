@@ -20,6 +20,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -112,7 +113,10 @@ class SiameseTimmUNet(nn.Module):
             encoder scale except the deepest, plus a last one at full resolution whose skip is a
             fusion of the raw images (keeps small objects that strided encoders blur away).
         input_channels: Channels of the full-resolution fusion of the raw images.
-        pretrained: Load timm weights (needs them cached; off by default, no network in tests).
+        pretrained: Encoder weights: False (random), True (timm's own pretrained weights, from
+            its cache or downloaded), or the path of a timm weights file for this backbone
+            (``.safetensors``, or ``.pth`` read with ``weights_only``), read locally; timm adapts
+            the first convolution to ``in_channels`` and drops the classifier.
         backbone_kwargs: Extra keyword arguments for ``timm.create_model``.
 
     Shapes:
@@ -134,7 +138,7 @@ class SiameseTimmUNet(nn.Module):
         decoder_channels: Sequence[int] = (64, 32, 24, 16, 16),
         *,
         input_channels: int = 16,
-        pretrained: bool = False,
+        pretrained: bool | str | Path = False,
         backbone_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -144,11 +148,36 @@ class SiameseTimmUNet(nn.Module):
             raise InputError(f"must be >= 1, got {in_channels}", parameter="in_channels")
         name, preset = BACKBONES.get(backbone, (backbone, {}))
         kwargs = {**preset, **(backbone_kwargs or {})}
+        weights: Path | None = None
+        if not isinstance(pretrained, bool):
+            from eokit.core.weights import resolve_weights
+
+            weights = resolve_weights(pretrained)
+            # timm adapts this conv to in_chans; its default name misses deep stems (conv1.0).
+            probe = timm.create_model(name, pretrained=False, **kwargs)
+            first_conv = next(n for n, m in probe.named_modules() if isinstance(m, nn.Conv2d))
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights), "first_conv": first_conv}
+        from eokit.core.weights import hub_offline
+
         try:
-            self.encoder = timm.create_model(
-                name, pretrained=pretrained, features_only=True, in_chans=in_channels, **kwargs
-            )
-        except (RuntimeError, ValueError, TypeError) as error:
+            with hub_offline():
+                self.encoder = timm.create_model(
+                    name, pretrained=bool(pretrained), features_only=True, in_chans=in_channels,
+                    **kwargs,
+                )
+        except (RuntimeError, ValueError, TypeError, KeyError, OSError) as error:
+            text = str(error).strip()
+            first = text.splitlines()[0] if text else type(error).__name__
+            if weights is not None:
+                raise InputError(f"does not fit timm backbone {name!r} ({first[:160]})",
+                                 path=weights) from None
+            if pretrained:
+                raise InputError(
+                    f"timm's pretrained weights for {name!r} are not available here "
+                    f"({first[:100]}); give a local weights file instead (pretrained: PATH; "
+                    "EOKIT_OFFLINE=1 skips the network)",
+                    parameter="pretrained",
+                ) from None
             raise InputError(
                 f"cannot build timm backbone {name!r}: {error}", parameter="backbone"
             ) from None
@@ -715,17 +744,23 @@ def build_canet(
     domain_bn: bool = True,
     lora_rank: int = 0,
     encoder_lora_rank: int = 0,
+    pretrained: bool | str | Path = False,
 ) -> CANet:
     """Build a CANet around ``SiameseTimmUNet`` (``architecture="timm_unet"``) or ``SiameseUNet``.
 
-    The arguments are recorded in ``model.base_config`` so checkpoints can rebuild the model.
+    The arguments are recorded in ``model.base_config`` so checkpoints can rebuild the model,
+    except ``pretrained`` (encoder weights to start from, see ``SiameseTimmUNet``): a checkpoint
+    holds its own weights, so loading one never needs the original weights file.
     """
     config: dict[str, Any] = {"in_channels": in_channels, "architecture": architecture}
     base: nn.Module
     if architecture == "timm_unet":
-        base = SiameseTimmUNet(in_channels, backbone, decoder_channels)
+        base = SiameseTimmUNet(in_channels, backbone, decoder_channels, pretrained=pretrained)
         config.update(backbone=backbone, decoder_channels=list(decoder_channels))
     elif architecture == "siamese_unet":
+        if pretrained is not False:
+            raise InputError("siamese_unet has no pretrained weights; use architecture "
+                             "timm_unet", parameter="pretrained")
         base = SiameseUNet(in_channels, widths)
         config.update(widths=list(widths))
     else:

@@ -8,12 +8,14 @@ corrupted download never looks like a valid file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,7 +25,8 @@ from eokit.core.raster import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WeightsSpec", "default_cache_dir", "is_offline", "resolve_weights", "sha256_file"]
+__all__ = ["WeightsSpec", "default_cache_dir", "hub_offline", "is_offline", "resolve_weights",
+           "sha256_file"]
 
 _CHUNK = 1 << 20
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -53,6 +56,26 @@ class WeightsSpec:
             raise InputError(f"weights {self.name!r}: cannot derive a file name from {self.url!r}",
                              parameter="filename")
         return name
+
+
+@contextlib.contextmanager
+def hub_offline(offline: bool | None = None) -> Iterator[None]:
+    """Keep the Hugging Face hub (timm's pretrained weights) on its local cache when offline.
+
+    Active only when eokit is offline (``offline`` or ``EOKIT_OFFLINE``): a missing file then fails
+    at once instead of after a minute of network retries.
+    """
+    if not (offline if offline is not None else is_offline()):
+        yield
+        return
+    import huggingface_hub.constants as hub
+
+    before = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = before
 
 
 def default_cache_dir() -> Path:
