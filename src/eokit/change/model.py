@@ -148,17 +148,15 @@ class SiameseTimmUNet(nn.Module):
             raise InputError(f"must be >= 1, got {in_channels}", parameter="in_channels")
         name, preset = BACKBONES.get(backbone, (backbone, {}))
         kwargs = {**preset, **(backbone_kwargs or {})}
+        from eokit.core.weights import hub_offline, resolve_weights
+
         weights: Path | None = None
         if not isinstance(pretrained, bool):
-            from eokit.core.weights import resolve_weights
-
             weights = resolve_weights(pretrained)
             # timm adapts this conv to in_chans; its default name misses deep stems (conv1.0).
             probe = timm.create_model(name, pretrained=False, **kwargs)
             first_conv = next(n for n, m in probe.named_modules() if isinstance(m, nn.Conv2d))
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights), "first_conv": first_conv}
-        from eokit.core.weights import hub_offline
-
         try:
             with hub_offline():
                 self.encoder = timm.create_model(
