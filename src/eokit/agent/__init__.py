@@ -1,0 +1,1 @@
+"""Expose eokit capabilities to agents as typed, schema-checked tools."""
