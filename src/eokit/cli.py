@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "openvocab": ("eokit.openvocab.cli:openvocab", "Open-vocabulary segmentation."),
     "grounding": ("eokit.grounding.cli:grounding", "Detection and visual grounding."),
     "agent": ("eokit.agent.cli:agent", "Tool server exposing eokit to LLM agents."),
+    "weights": ("eokit.core.weights_cli:weights", "Pretrained weights catalogue: list, verify."),
 }
 
 

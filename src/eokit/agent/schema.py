@@ -105,15 +105,15 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         return {"anyOf": parts}
     if origin in (list, tuple) or tp in (list, tuple):
         args = get_args(tp)
-        schema: dict[str, Any] = {"type": "array"}
+        arr: dict[str, Any] = {"type": "array"}
         if args and origin is list:
-            schema["items"] = _type_schema(args[0])
+            arr["items"] = _type_schema(args[0])
         elif args and origin is tuple and args[-1] is not Ellipsis:
-            schema["prefixItems"] = [_type_schema(a) for a in args]
-            schema["minItems"] = schema["maxItems"] = len(args)
+            arr["prefixItems"] = [_type_schema(a) for a in args]
+            arr["minItems"] = arr["maxItems"] = len(args)
         elif args:
-            schema["items"] = _type_schema(args[0])
-        return schema
+            arr["items"] = _type_schema(args[0])
+        return arr
     if origin is dict or tp is dict:
         return {"type": "object"}
     simple = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
