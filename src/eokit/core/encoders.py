@@ -78,7 +78,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         first = (str(err).strip().splitlines() or ["refused"])[0][:120]
         raise InputError(f"not a plain tensor file: torch.load(weights_only=True) refused it "
                          f"({first}); convert it to safetensors", path=path) from None
-    except (RuntimeError, OSError, ValueError, EOFError) as err:
+    except (RuntimeError, OSError, ValueError, EOFError, KeyError, AttributeError) as err:
+        # A file that is not a torch archive at all fails deep in the unpickler (KeyError...).
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
         raise InputError(f"cannot read weights ({first})", path=path) from None
     if isinstance(state, dict):
