@@ -94,14 +94,17 @@ def cli(verbose: int) -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: user errors become one line on stderr and exit code 2."""
-    from eokit.core.errors import EokitError
+    from eokit.core.errors import EokitError, Interrupted
 
     try:
         return cli.main(args=argv, prog_name="eokit", standalone_mode=False)
+    except Interrupted as stop:
+        click.echo(f"eokit: interrupted: {stop}", err=True)
+        sys.exit(stop.exit_code)
     except EokitError as error:
         click.echo(f"eokit: error: {error}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("eokit: aborted", err=True)
         sys.exit(130)
     except click.UsageError as error:  # bad option or argument: one line, like every user error

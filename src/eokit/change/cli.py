@@ -225,12 +225,13 @@ def _run_training(
     mode: str,
     domain: str | None,
     label_fraction: float = 1.0,
+    resume_hint: str = "the same command with --resume",
 ) -> tuple[Any, dict[str, Any]]:
     import lightning
 
     from eokit.change.data import resume_loader
     from eokit.change.lit import ChangeTask
-    from eokit.core.train import skipped_batches_resumed
+    from eokit.core.train import fit_interruptible, skipped_batches_resumed
 
     seed = int(config.get("seed", 0))
     lightning.seed_everything(seed, verbose=False)
@@ -244,6 +245,17 @@ def _run_training(
     train = build_datasets(entries, stage="train", crop=crop, label_fraction=label_fraction,
                            **common)
     val = build_datasets(entries, stage="val", crop=None, **common)
+    val_sets = {int(d.domain): d for d in val}
+    for fit_set in train:
+        val_set = val_sets.get(int(fit_set.domain))
+        if val_set is None:
+            continue
+        shared = {str(p.a) for p in fit_set.pairs if hasattr(p, "a")} & {
+            str(p.a) for p in val_set.pairs if hasattr(p, "a")}
+        if shared:
+            logger.warning("%s: %d validation pair(s) are also training pairs, so validation "
+                           "scores are optimistic (give lists, or 'val: null')",
+                           names[int(fit_set.domain)], len(shared))
     pos_weight = _pos_weights(train_cfg.get("pos_weight"), train)
     if mode == "adapt" and domain is not None and train_cfg.get("init_from") is not None:
         _init_from(model, domain, train_cfg["init_from"], train[0])
@@ -268,9 +280,16 @@ def _run_training(
     if resume:
         # The first resumed epoch's iterator exists before any epoch hook runs.
         _, done = resume_loader(train_loader, ckpt)
+    if bool(config.get("resume")) and not resume:
+        logger.warning("resume: no %s yet; training from the start", ckpt)
     with skipped_batches_resumed(done > 0):
-        trainer.fit(task, train_loader, val_loaders, ckpt_path=str(ckpt) if resume else None,
-                    weights_only=True)
+        fit_interruptible(trainer, task, train_loader, val_loaders,
+                          ckpt_path=str(ckpt) if resume else None, weights_only=True,
+                          resume_hint=resume_hint)
+    if val_loaders and not task.val_metrics:
+        # A resumed run whose epochs were all done trains nothing and validates nothing: score
+        # the model now rather than report Lightning's two-batch sanity check.
+        trainer.validate(task, val_loaders, verbose=False)
     if train_cfg.get("tune_threshold", True):
         _tune_thresholds(model, train, only=domain)
     return task, task.val_metrics
@@ -334,8 +353,11 @@ def change() -> None:
               help="YAML config (see configs/change/).")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: config out_dir).")
+@click.option("--resume", is_flag=True,
+              help="Continue from OUT/checkpoints/last.ckpt (same as 'resume: true').")
 @click.argument("trainer_args", nargs=-1, type=click.UNPROCESSED)
-def fit(config_path: Path, out_dir: Path | None, trainer_args: tuple[str, ...]) -> None:
+def fit(config_path: Path, out_dir: Path | None, resume: bool,
+        trainer_args: tuple[str, ...]) -> None:
     """Joint training on every dataset of the config; writes model.safetensors."""
     from eokit.change.model import build_canet
     from eokit.change.task import save_model
@@ -350,7 +372,11 @@ def fit(config_path: Path, out_dir: Path | None, trainer_args: tuple[str, ...]) 
     domains = [d["name"] for d in config["datasets"]]
     seed_everything(int(config.get("seed", 0)))  # the config's seed draws the initial weights
     model = build_canet(domains, **config.get("model", {}))
-    _, metrics = _run_training(config, out, overrides, model=model, mode="joint", domain=None)
+    if resume:
+        config["resume"] = True
+    hint = f"eokit change fit --config {config_path} -o {out} --resume"
+    _, metrics = _run_training(config, out, overrides, model=model, mode="joint", domain=None,
+                               resume_hint=hint)
     path = save_model(model, out / "model.safetensors")
     _write_json(out / "val_metrics.json", metrics)
     click.echo(f"model: {path}")
@@ -364,19 +390,27 @@ def fit(config_path: Path, out_dir: Path | None, trainer_args: tuple[str, ...]) 
               help="YAML config whose 'datasets' holds the one new dataset.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Shared model (model.safetensors); default: config 'checkpoint'.")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None)
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path),
+              help="Adapter file(s) of other datasets to load first (NAME=FILE renames), so "
+                   "the new dataset can start from one of them (train.init_from).")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: config out_dir).")
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
               help="Use this share of the training pairs (limited-label experiments).")
+@click.option("--resume", is_flag=True,
+              help="Continue from OUT/checkpoints/last.ckpt (same as 'resume: true').")
 @click.argument("trainer_args", nargs=-1, type=click.UNPROCESSED)
 def adapt(
     config_path: Path,
     checkpoint: Path | None,
+    adapters: tuple[Path, ...],
     out_dir: Path | None,
     label_fraction: float,
+    resume: bool,
     trainer_args: tuple[str, ...],
 ) -> None:
     """Add a new dataset to a trained model; train only its adapters, ICM, BN and head."""
-    from eokit.change.task import load_model, save_domain_adapter
+    from eokit.change.task import save_domain_adapter
     from eokit.core.errors import InputError
     from eokit.core.train import parse_trainer_overrides
 
@@ -391,10 +425,15 @@ def adapt(
     overrides = parse_trainer_overrides(trainer_args)
     out = Path(out_dir or config.get("out_dir", "runs/change_adapt"))
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(checkpoint)
+    model = _load(Path(checkpoint), adapters)
     name = config["datasets"][0]["name"]
+    if resume:
+        config["resume"] = True
+    extra = "".join(f" --adapter {a}" for a in adapters)
+    hint = (f"eokit change adapt --config {config_path} --checkpoint {checkpoint}{extra} "
+            f"-o {out} --resume")
     task, metrics = _run_training(config, out, overrides, model=model, mode="adapt", domain=name,
-                                  label_fraction=label_fraction)
+                                  label_fraction=label_fraction, resume_hint=hint)
     report = task.adapt_report
     click.echo(
         f"trainable parameters for {name}: {report['trainable']:,} of {report['total']:,} "

@@ -113,13 +113,16 @@ def levir_pairs(root: str | Path, split: str | None = None) -> list[PairFiles]:
     Args:
         root: Dataset folder.
         split: List name (``train``, ``val``, ``test``, ``all`` ... or a path to a list file);
-            None takes every image in ``A/``.
+            None, or a folder without ``list/``, takes every image in ``A/``.
     """
     root = Path(root)
     for sub in ("A", "B"):
         if not (root / sub).is_dir():
             raise InputError(f"not a LEVIR/BIT folder (no {sub}/)", path=root)
     names = None
+    if split is not None and not Path(split).suffix == ".txt" and not (root / "list").is_dir():
+        logger.warning("%s has no list/ folder: split %r uses every pair in A/", root, split)
+        split = None
     if split is not None:
         candidate = Path(split)
         list_file = candidate if candidate.suffix == ".txt" else root / "list" / f"{split}.txt"

@@ -74,6 +74,9 @@ class ChangeTask(lightning.LightningModule):
 
         # Runs before Lightning creates this epoch's iterator (epochs > 0).
         set_loader_epoch(self.trainer.train_dataloader, self.current_epoch)
+        # Lightning keeps the modes modules had before fit: a model loaded for `adapt` comes in
+        # eval mode, and its new dataset's BN statistics would never move.
+        self.model.train()
         _freeze_shared_bn(self.model)
 
     def forward(self, image_a: torch.Tensor, image_b: torch.Tensor) -> torch.Tensor:
@@ -109,7 +112,10 @@ class ChangeTask(lightning.LightningModule):
         matrix.update((logits[:, 0] > 0).long(), batch["mask"], valid=batch["valid"])
 
     def on_validation_epoch_end(self) -> None:
-        """Log per-dataset F1/IoU/kappa and their mean (``val_f1``)."""
+        """Log per-dataset F1/IoU/kappa and their mean (``val_f1``); not for the sanity check."""
+        if self.trainer.sanity_checking:  # two batches: no score anyone should see
+            self._matrices = {}
+            return
         f1s = []
         for domain, matrix in sorted(self._matrices.items()):
             metrics = change_metrics(matrix)

@@ -103,18 +103,60 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tupl
     return x, (height, width)
 
 
+def _timm_features(name: str, pretrained: bool | str | Path, in_channels: int,
+                   kwargs: dict[str, Any]) -> nn.Module:
+    """A timm ``features_only`` encoder with timm's own weights or a local timm weights file."""
+    import timm
+
+    from eokit.core.weights import hub_offline, resolve_weights
+
+    weights: Path | None = None
+    if not isinstance(pretrained, bool):
+        weights = resolve_weights(pretrained)
+        # timm adapts this conv to in_chans; its default name misses deep stems (conv1.0).
+        probe = timm.create_model(name, pretrained=False, **kwargs)
+        first_conv = next(n for n, m in probe.named_modules() if isinstance(m, nn.Conv2d))
+        kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": str(weights),
+                                                       "first_conv": first_conv}}
+    try:
+        with hub_offline():
+            return timm.create_model(  # type: ignore[no-any-return]
+                name, pretrained=bool(pretrained), features_only=True, in_chans=in_channels,
+                **kwargs,
+            )
+    except (RuntimeError, ValueError, TypeError, KeyError, OSError) as error:
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else type(error).__name__
+        if weights is not None:
+            raise InputError(f"does not fit timm backbone {name!r} ({first[:160]})",
+                             path=weights) from None
+        if pretrained:
+            raise InputError(
+                f"timm's pretrained weights for {name!r} are not available here "
+                f"({first[:100]}); give a local weights file instead (pretrained: PATH; "
+                "EOKIT_OFFLINE=1 skips the network), or use backbone efficientnet_lite0 / "
+                "efficientnet_lite2, whose ImageNet weights come with eokit",
+                parameter="pretrained",
+            ) from None
+        raise InputError(
+            f"cannot build timm backbone {name!r}: {error}", parameter="backbone"
+        ) from None
+
+
 class SiameseTimmUNet(nn.Module):
     """Siamese timm encoder (shared weights) + per-scale fusion + U-Net decoder + 1x1 head.
 
     Args:
         in_channels: Bands per date (any number).
-        backbone: Key of ``BACKBONES`` or any timm model name supporting ``features_only``.
+        backbone: ``efficientnet_lite0`` / ``efficientnet_lite2`` (ImageNet weights from the
+            catalogue, inputs rescaled inside the model to the weights' range), a key of
+            ``BACKBONES``, or any timm model name supporting ``features_only``.
         decoder_channels: Output channels of the decoder blocks, coarse to fine; one block per
             encoder scale except the deepest, plus a last one at full resolution whose skip is a
             fusion of the raw images (keeps small objects that strided encoders blur away).
         input_channels: Channels of the full-resolution fusion of the raw images.
-        pretrained: Encoder weights: False (random), True (timm's own pretrained weights, from
-            its cache or downloaded), or the path of a timm weights file for this backbone
+        pretrained: Encoder weights: False (random), True (catalogue weights for the Lite
+            backbones, timm's own pretrained weights from its cache otherwise), or the path of a timm weights file for this backbone
             (``.safetensors``, or ``.pth`` read with ``weights_only``), read locally; timm adapts
             the first convolution to ``in_channels`` and drops the classifier.
         backbone_kwargs: Extra keyword arguments for ``timm.create_model``.
@@ -142,43 +184,27 @@ class SiameseTimmUNet(nn.Module):
         backbone_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        import timm
+        from eokit.core.encoders import IMAGE_ENCODERS, build_image_encoder
 
         if in_channels < 1:
             raise InputError(f"must be >= 1, got {in_channels}", parameter="in_channels")
         name, preset = BACKBONES.get(backbone, (backbone, {}))
         kwargs = {**preset, **(backbone_kwargs or {})}
-        from eokit.core.weights import hub_offline, resolve_weights
-
-        weights: Path | None = None
-        if not isinstance(pretrained, bool):
-            weights = resolve_weights(pretrained)
-            # timm adapts this conv to in_chans; its default name misses deep stems (conv1.0).
-            probe = timm.create_model(name, pretrained=False, **kwargs)
-            first_conv = next(n for n, m in probe.named_modules() if isinstance(m, nn.Conv2d))
-            kwargs["pretrained_cfg_overlay"] = {"file": str(weights), "first_conv": first_conv}
-        try:
-            with hub_offline():
-                self.encoder = timm.create_model(
-                    name, pretrained=bool(pretrained), features_only=True, in_chans=in_channels,
-                    **kwargs,
-                )
-        except (RuntimeError, ValueError, TypeError, KeyError, OSError) as error:
-            text = str(error).strip()
-            first = text.splitlines()[0] if text else type(error).__name__
-            if weights is not None:
-                raise InputError(f"does not fit timm backbone {name!r} ({first[:160]})",
-                                 path=weights) from None
-            if pretrained:
-                raise InputError(
-                    f"timm's pretrained weights for {name!r} are not available here "
-                    f"({first[:100]}); give a local weights file instead (pretrained: PATH; "
-                    "EOKIT_OFFLINE=1 skips the network)",
-                    parameter="pretrained",
-                ) from None
-            raise InputError(
-                f"cannot build timm backbone {name!r}: {error}", parameter="backbone"
-            ) from None
+        #: Per-band (mean, std) the encoder's weights expect of 0-1 inputs; None: inputs as given.
+        self.input_normalization: dict[str, list[float]] | None = None
+        if backbone in IMAGE_ENCODERS:
+            # Catalogue encoders (ImageNet EfficientNet-Lite): weights, band adaptation and the
+            # input scaling come from core.encoders; the scaling is fixed by the backbone name,
+            # so a checkpoint rebuilds it without the weights file.
+            encoder = build_image_encoder(backbone, pretrained=pretrained, in_chans=in_channels,
+                                          **kwargs)
+            self.encoder = encoder.body
+            self.input_normalization = encoder.normalization
+            for key in ("mean", "std"):  # not in checkpoints: the backbone name fixes them
+                values = torch.tensor(encoder.normalization[key]).view(1, -1, 1, 1)
+                self.register_buffer(f"input_{key}", values, persistent=False)
+        else:
+            self.encoder = _timm_features(name, pretrained, in_channels, kwargs)
         self.in_channels = in_channels
         self.backbone = backbone
         info: Any = self.encoder.feature_info
@@ -209,7 +235,10 @@ class SiameseTimmUNet(nn.Module):
         """Change logits (B, 1, H, W) for two co-registered dates."""
         a, size = _pad_to_multiple(image_a, self.reduction)
         b, _ = _pad_to_multiple(image_b, self.reduction)
-        features = self.encoder(torch.cat([a, b], dim=0))
+        pair = torch.cat([a, b], dim=0)
+        if self.input_normalization is not None:
+            pair = (pair - self.input_mean) / self.input_std
+        features = self.encoder(pair)
         fused = [self.input_fusion(torch.cat([a, b, (a - b).abs()], dim=1))]
         fused += [
             fusion(*f.chunk(2, dim=0)) for fusion, f in zip(self.fusions, features, strict=True)

@@ -37,3 +37,16 @@ class DataError(EokitError):
 
 class ConfigError(EokitError):
     """A configuration file or combination of options is inconsistent."""
+
+
+class Interrupted(EokitError):
+    """A long run was stopped by Ctrl-C or SIGTERM; the message says where it can resume from.
+
+    Args:
+        message: What was stopped, the checkpoint kept and the command that resumes.
+        exit_code: 130 after Ctrl-C (SIGINT), 143 after SIGTERM, as shells report them.
+    """
+
+    def __init__(self, message: str, *, exit_code: int = 130) -> None:
+        self.exit_code = exit_code
+        super().__init__(" ".join(message.split()))

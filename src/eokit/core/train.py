@@ -42,6 +42,7 @@ __all__ = [
     "KeepBest",
     "SimpleDataModule",
     "fit",
+    "fit_interruptible",
     "instantiate",
     "last_checkpoint",
     "load_checkpoint",
@@ -663,6 +664,74 @@ def skipped_batches_resumed(active: bool) -> Iterator[None]:
         yield
 
 
+class _InterruptCheckpoint(Callback):
+    """On Ctrl-C or SIGTERM, save the exact training state as ``last.ckpt`` (atomically)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.signal: str | None = None
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):
+            self.signal = "SIGTERM"
+        elif isinstance(exception, KeyboardInterrupt):
+            self.signal = "SIGINT"
+        else:
+            return
+        if trainer.global_step == 0 and trainer.current_epoch == 0:
+            return  # nothing trained yet: keep whatever checkpoint there was
+        target = self.directory / LAST_CHECKPOINT
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with atomic_write(target) as tmp:
+                trainer.save_checkpoint(tmp, weights_only=False)
+            self.saved = target
+        except Exception as error:  # noqa: BLE001 (a full disk must not hide the interruption)
+            logger.error("could not save the interrupted state to %s: %s", target, error)
+
+
+def fit_interruptible(trainer: L.Trainer, task: L.LightningModule, *args: Any,
+                      resume_hint: str, **kwargs: Any) -> None:
+    """``trainer.fit`` that turns Ctrl-C / SIGTERM into :class:`Interrupted` with a checkpoint.
+
+    Lightning stops on either signal but exits 1 after Ctrl-C and 0 after SIGTERM, with no
+    checkpoint of the steps since the last save. Here the state at the interruption is written
+    to ``<checkpoint dir>/last.ckpt`` and the error says how to resume (exit 130 / 143).
+
+    Args:
+        trainer: The trainer (its ``ModelCheckpoint`` folder receives the checkpoint).
+        task: The LightningModule.
+        *args: Passed to ``trainer.fit``.
+        resume_hint: The command that resumes the run.
+        **kwargs: Passed to ``trainer.fit``.
+    """
+    from eokit.core.errors import Interrupted
+
+    saver_dir = Path(getattr(trainer.checkpoint_callback, "dirpath", None)
+                     or Path(trainer.default_root_dir) / CHECKPOINT_DIR)
+    saver = _InterruptCheckpoint(saver_dir)
+    trainer.callbacks.append(saver)
+    try:
+        trainer.fit(task, *args, **kwargs)
+    except SystemExit:
+        if saver.signal is None:
+            raise
+    finally:
+        trainer.callbacks.remove(saver)
+    if saver.signal is None and not trainer.interrupted:
+        return
+    kept = saver.saved or last_checkpoint(saver_dir.parent)
+    where = f"state kept in {kept}" if kept else "nothing trained yet, no checkpoint"
+    signal_name = saver.signal or "a signal"
+    raise Interrupted(f"training stopped by {signal_name} at epoch {trainer.current_epoch}, "
+                      f"step {trainer.global_step}; {where}; resume with: {resume_hint}",
+                      exit_code=143 if signal_name == "SIGTERM" else 130)
+
+
 def fit(
     task: L.LightningModule,
     datamodule: L.LightningDataModule,
@@ -671,6 +740,7 @@ def fit(
     resume: bool = False,
     seed: int = 0,
     trainer_overrides: dict[str, Any] | None = None,
+    resume_hint: str | None = None,
     **trainer_kwargs: Any,
 ) -> L.Trainer:
     """Seed, build the trainer and fit; with ``resume`` continue from ``out_dir``'s last checkpoint.
@@ -687,6 +757,8 @@ def fit(
         seed: Global seed.
         trainer_overrides: Options from the command line (:func:`parse_trainer_overrides`); they win
             over ``trainer_kwargs``.
+        resume_hint: Command that resumes this run, shown when Ctrl-C or SIGTERM stops it
+            (:func:`fit_interruptible`; default: "the same command with --resume").
         **trainer_kwargs: Arguments of :func:`make_trainer` set by the capability.
 
     Returns:
@@ -711,8 +783,9 @@ def fit(
     with skipped_batches_resumed(isinstance(datamodule, SimpleDataModule)
                                  and datamodule.start_batch > 0):
         try:
-            trainer.fit(task, datamodule=datamodule,
-                        ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+            fit_interruptible(trainer, task, datamodule=datamodule,
+                              ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True,
+                              resume_hint=resume_hint or "the same command with --resume")
         except RuntimeError as error:
             if ckpt_path is None or "Error(s) in loading state_dict" not in str(error):
                 raise
