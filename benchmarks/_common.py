@@ -179,12 +179,15 @@ def write_results(
         name: Benchmark name (file stem), e.g. ``"core_tiling"``.
         payload: JSON-serialisable results; an ``"environment"`` key is added if absent.
         fig: A matplotlib Figure (saved at 120 dpi and closed) or None.
-        out_dir: Results folder (default ``benchmarks/results``).
+        out_dir: Results folder (default ``benchmarks/results``; ``benchmarks/results/quick``
+            for ``--quick`` runs, so a smoke run never replaces the committed full results).
 
     Returns:
         (json_path, png_path or None).
     """
     out_dir = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    if out_dir.resolve() == RESULTS_DIR.resolve() and _is_quick(payload):
+        out_dir = RESULTS_DIR / "quick"
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": name, **payload}
     record.setdefault("environment", environment())
@@ -203,6 +206,15 @@ def write_results(
         png_path = out_dir / f"{name}.png"
         _atomic_write_bytes(png_path, buffer.getvalue())
     return json_path, png_path
+
+
+def _is_quick(payload: dict[str, Any]) -> bool:
+    """Whether a result comes from a ``--quick`` run (flag in the payload or on the command line)."""
+    flags = [payload.get("quick"), (payload.get("scale") or {}).get("quick")
+             if isinstance(payload.get("scale"), dict) else None,
+             (payload.get("config") or {}).get("quick")
+             if isinstance(payload.get("config"), dict) else None]
+    return any(flag is True for flag in flags) or "--quick" in sys.argv[1:]
 
 
 def _jsonable(value: Any) -> Any:

@@ -295,3 +295,23 @@ def test_batch_sampler_resumes_within_an_epoch_from_a_checkpoint(tmp_path):
     loader = DataLoader(list(range(12)), batch_sampler=sampler())
     assert resume_loader(loader, tmp_path / "last.ckpt") == (3, 2)
     assert list(loader.batch_sampler) == epoch3[2:]
+
+
+def test_levir_split_from_file_names_when_the_list_is_missing(tmp_path):
+    """The LEVIR-CD sample ships list/all.txt only; its crops are named train_*, val_*, test_*."""
+    from PIL import Image
+
+    from eokit.change.data import levir_pairs
+    from eokit.core.errors import InputError
+
+    for sub in ("A", "B", "label"):
+        (tmp_path / sub).mkdir()
+        for name in ("train_1", "train_2", "test_3"):
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / sub / f"{name}.png")
+    (tmp_path / "list").mkdir()
+    (tmp_path / "list" / "all.txt").write_text("train_1\ntrain_2\ntest_3\n")
+    assert [p.name for p in levir_pairs(tmp_path, "train")] == ["train_1", "train_2"]
+    assert [p.name for p in levir_pairs(tmp_path, "test")] == ["test_3"]
+    assert len(levir_pairs(tmp_path, "all")) == 3
+    with pytest.raises(InputError, match="val.txt: list file not found"):
+        levir_pairs(tmp_path, "val")

@@ -194,3 +194,63 @@ def test_pretrained_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_hub"))
     with pytest.raises(InputError, match="give a local weights file instead"):
         build_canet(["a"], backbone="resnet18", pretrained=True)
+
+
+def _lite_installed() -> bool:
+    from eokit.core.weights import CATALOGUE, _carrier_file
+
+    path = _carrier_file(CATALOGUE["efficientnet_lite0.imagenet"])
+    return path is not None and path.is_file()
+
+
+@pytest.mark.skipif(not _lite_installed(), reason="EfficientNet-Lite0 carrier not installed")
+def test_canet_on_the_imagenet_lite0_encoder_adapts_stacks_and_reloads(tmp_path):
+    """ImageNet weights in the siamese encoder, per-dataset BN over its BNs, inputs rescaled to
+    the weights' range inside the model, adapter files that stack; reloading needs no weights."""
+    from eokit.change.task import (
+        load_domain_adapter,
+        load_model,
+        prepare_adapt,
+        save_domain_adapter,
+        save_model,
+    )
+    from eokit.core.adapters import DomainBatchNorm
+    from eokit.core.encoders import build_image_encoder
+
+    model = build_canet(["a", "b"], in_channels=6, backbone="efficientnet_lite0",
+                        pretrained=True)
+    reference = build_image_encoder("efficientnet_lite0", pretrained=True, in_chans=6).body
+    ours = dict(model.base.encoder.named_parameters())
+    assert torch.equal(ours["blocks.3.0.conv_pw.weight"],
+                       reference.blocks[3][0].conv_pw.weight)
+    assert ours["conv_stem.weight"].shape[1] == 6
+    assert model.base.input_normalization == {"mean": [0.5] * 6, "std": [0.5] * 6}
+    assert sum(isinstance(m, DomainBatchNorm) for m in model.base.encoder.modules()) > 10
+    assert "pretrained" not in model.base_config
+    x, y = torch.rand(1, 6, 40, 40), torch.rand(1, 6, 40, 40)
+    seen = []
+    hook = model.base.encoder.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    model(x, y)
+    hook.remove()
+    assert torch.allclose(seen[0][:1, :, :40, :40], (x - 0.5) / 0.5)  # the weights' [-1, 1]
+    shared = save_model(model, tmp_path / "shared.safetensors")
+    outputs, files = {}, {}
+    for name, placement in (("site_a", "all"), ("site_b", "finest")):
+        run = load_model(shared)
+        report = prepare_adapt(run, name, placement=placement)
+        assert 0 < report["percent"] < 8
+        torch.manual_seed(1)
+        optimiser = torch.optim.SGD([p for p in run.parameters() if p.requires_grad], lr=0.5)
+        run.train()
+        loss = run(x, y, domain=name).sigmoid().mean()
+        loss.backward()
+        optimiser.step()
+        files[name] = save_domain_adapter(run, name, tmp_path / f"{name}.safetensors")
+        outputs[name] = run.eval()(x, y, domain=name).detach()
+    stacked = load_model(shared)
+    for name in ("site_b", "site_a"):
+        load_domain_adapter(stacked, files[name])
+    stacked.eval()
+    for name, expected in outputs.items():
+        assert torch.allclose(stacked(x, y, domain=name), expected, atol=1e-5)
+    assert not torch.allclose(outputs["site_a"], outputs["site_b"])

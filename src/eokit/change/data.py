@@ -113,7 +113,9 @@ def levir_pairs(root: str | Path, split: str | None = None) -> list[PairFiles]:
     Args:
         root: Dataset folder.
         split: List name (``train``, ``val``, ``test``, ``all`` ... or a path to a list file);
-            None, or a folder without ``list/``, takes every image in ``A/``.
+            None, or a folder without ``list/``, takes every image in ``A/``. Without
+            ``list/<split>.txt``, files named ``<split>_*`` (the LEVIR-CD crop naming) form
+            the split when there are any.
     """
     root = Path(root)
     for sub in ("A", "B"):
@@ -126,7 +128,13 @@ def levir_pairs(root: str | Path, split: str | None = None) -> list[PairFiles]:
     if split is not None:
         candidate = Path(split)
         list_file = candidate if candidate.suffix == ".txt" else root / "list" / f"{split}.txt"
-        names = _read_list(list_file)
+        prefixed = sorted(p.stem for p in (root / "A").glob(f"{split}_*"))
+        if not list_file.is_file() and candidate.suffix != ".txt" and prefixed:
+            logger.info("%s: no %s; split %r = the %d files named %s_*", root, list_file.name,
+                        split, len(prefixed), split)
+            names = prefixed
+        else:
+            names = _read_list(list_file)
     return _match_folders(str(root), root / "A", root / "B", root / "label", names)
 
 
