@@ -48,7 +48,7 @@ def test_predict_writes_georeferenced_cogs_and_report(tmp_path, model_file, pair
     code, stdout, stderr = _run(
         ["change", "predict", str(pair_files["A"]), str(pair_files["B"]), "--checkpoint",
          str(model_file), "--domain", "sim_buildings", "--label", str(pair_files["label"]),
-         "-o", str(out), "--tile", "48", "--overlap", "8"],
+         "-o", str(out), "--tile", "64", "--overlap", "32"],
         capsys,
     )
     assert code == 0, stderr
@@ -97,7 +97,7 @@ def test_predict_bad_inputs_one_line_errors_nothing_written(
     assert code == 2 and "label3.tif" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     for option, value, message in (("--tile", "0", "tile: must be a positive integer"),
-                                   ("--overlap", "600", "overlap: must be in 0..tile-1"),
+                                   ("--overlap", "800", "overlap: must be in 0..tile-1"),
                                    ("--threshold", "1", "Invalid value for '--threshold'")):
         code, _, err = _run([*base, "--domain", "sim_buildings", option, value], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
@@ -134,7 +134,7 @@ def test_predict_and_evaluate_on_cuda_match_cpu(tmp_path, model_file, pair_files
         out = tmp_path / device
         code, _, err = _run(["change", "predict", str(pair_files["A"]), str(pair_files["B"]),
                              "--checkpoint", str(model_file), "--domain", "sim_buildings",
-                             "-o", str(out), "--tile", "48", "--overlap", "8",
+                             "-o", str(out), "--tile", "64", "--overlap", "32",
                              "--device", device], capsys)
         assert code == 0, err
         with rasterio.open(out / "change_probability.tif") as src:
@@ -227,7 +227,7 @@ def test_stacked_adapters_predict_and_evaluate_each_domain(tmp_path, pair_files,
         out = tmp_path / f"pred_{name}"
         code, _, err = _run(["change", "predict", str(pair_files["A"]), str(pair_files["B"]),
                              "--checkpoint", str(model_file), *stack, "--domain", name,
-                             "-o", str(out), "--tile", "48", "--overlap", "8"], capsys)
+                             "-o", str(out), "--tile", "64", "--overlap", "32"], capsys)
         assert code == 0, err
         with rasterio.open(out / "change_probability.tif") as src:
             probabilities[name] = src.read(1)
@@ -253,7 +253,7 @@ def test_stacked_adapters_predict_and_evaluate_each_domain(tmp_path, pair_files,
     code, _, err = _run(["change", "predict", str(pair_files["A"]), str(pair_files["B"]),
                          "--checkpoint", str(model_file), *stack, "--adapter",
                          f"site_a_copy={adapters['site_a']}", "--domain", "site_a_copy",
-                         "-o", str(out), "--tile", "48", "--overlap", "8"], capsys)
+                         "-o", str(out), "--tile", "64", "--overlap", "32"], capsys)
     assert code == 0, err
     with rasterio.open(out / "change_probability.tif") as src:
         np.testing.assert_allclose(src.read(1), probabilities["site_a"], atol=1e-6)

@@ -441,3 +441,45 @@ def test_cuda_inference_matches_cpu_and_restores_the_model(make_geotiff, tmp_pat
                          overlap=16, batch_size=2, progress=False, device="cuda")
     np.testing.assert_allclose(read_raster(out).data, whole(model, image), atol=1e-3)
     assert next(model.parameters()).device.type == "cpu" and model.training
+
+
+def test_each_submodules_mode_is_restored_after_tiled_inference():
+    """A fresh wrapper (training mode) around an eval-mode model: the model stays in eval."""
+    import torch
+
+    from eokit.core.tiling import predict_array
+
+    inner = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.BatchNorm2d(1)).eval()
+    wrapper = torch.nn.Sequential(inner)
+    assert wrapper.training and not inner.training
+    predict_array(wrapper, [np.ones((1, 8, 8), np.float32)], out_channels=1, tile=4, overlap=0)
+    assert wrapper.training and not inner.training and not inner[1].training
+
+
+def test_align_makes_a_strided_model_tile_exactly():
+    """A stride-8 model padding its input to a multiple of 8 (as CANet does): with align=8 the
+    windows sit on its grid and the scene is edge-padded like a whole image, so tiled == whole
+    on a size that is not a multiple of 8; without, the windows' grids disagree."""
+    import torch
+    import torch.nn.functional as F
+
+    from eokit.core.errors import InputError
+    from eokit.core.tiling import predict_array
+
+    class Strided(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, w = x.shape[-2:]
+            x = F.pad(x, (0, (-w) % 8, 0, (-h) % 8), mode="replicate")
+            y = F.interpolate(F.avg_pool2d(x, 8), scale_factor=8, mode="nearest")
+            return y[..., :h, :w]
+
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 101, 93)).astype(np.float32)
+    whole = Strided()(torch.from_numpy(image)[None])[0].numpy()
+    aligned = predict_array(Strided(), [image], out_channels=1, tile=48, overlap=16, align=8,
+                            blend="none")
+    assert np.abs(aligned - whole).max() < 1e-6
+    plain = predict_array(Strided(), [image], out_channels=1, tile=48, overlap=16, blend="none")
+    assert np.abs(plain - whole).max() > 0.05
+    with pytest.raises(InputError, match="multiples of 8"):
+        predict_array(Strided(), [image], out_channels=1, tile=50, overlap=16, align=8)

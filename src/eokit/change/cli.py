@@ -479,9 +479,12 @@ def _load(checkpoint: Path, adapters: tuple[Path, ...]) -> Any:
 @click.option("--threshold", type=_THRESHOLD, default=None,
               help="Change threshold (default: the dataset's, chosen on its training labels, "
                    "else 0.5).")
-@click.option("--tile", type=int, default=512, show_default=True)
-@click.option("--overlap", type=int, default=64, show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--tile", type=int, default=768, show_default=True,
+              help="Inference window in pixels (multiple of the model's stride, 32).")
+@click.option("--overlap", type=int, default=320, show_default=True,
+              help="Window overlap in pixels (multiple of 32); smaller values show seams.")
+@click.option("--batch-size", type=int, default=4, show_default=True,
+              help="Windows per forward pass.")
 @device_option
 def predict(
     image_a: Path,

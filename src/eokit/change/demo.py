@@ -61,7 +61,7 @@ def add_demo_section(report: Any, out_dir: Path, *, quick: bool, seed: int) -> N
     }
     result = predict_pair(
         model, paths["A"], paths["B"], out, domain="sim_landcover", label=paths["label"],
-        label_mode="0-1", tile=64, overlap=16, progress=False, report=False,
+        label_mode="0-1", progress=False, report=False,
     )
     from eokit.core.raster import read_raster
 

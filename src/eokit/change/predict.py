@@ -19,7 +19,18 @@ from eokit.core.types import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["predict_pair", "quicklook"]
+__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "model_stride", "predict_pair", "quicklook"]
+
+#: Tiled-inference defaults: windows of 768 px overlapping by 320 (blend weights zero within 80 px
+#: of inner window edges). Measured on a simulator-trained resnet18-tiny CANet over a 1000 px
+#: pair: max |tiled - whole image| 0.0015 (the former 512/64: 0.93, 2.7 % of pixels flipped).
+DEFAULT_TILE = 768
+DEFAULT_OVERLAP = 320
+
+
+def model_stride(model: CANet) -> int:
+    """Coarsest downsampling of the change network: windows must start at multiples of it."""
+    return int(getattr(model.base, "reduction", 1))
 
 
 class _Probability(torch.nn.Module):
@@ -63,8 +74,8 @@ def predict_pair(
     label: str | Path | None = None,
     label_mode: str = "auto",
     threshold: float = 0.5,
-    tile: int = 512,
-    overlap: int = 64,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
     batch_size: int = 4,
     device: str = "cpu",
     progress: bool = True,
@@ -86,8 +97,10 @@ def predict_pair(
         label: Optional reference label raster (0/1 or 0/255, 255 = ignore where configured).
         label_mode: See ``eokit.change.data.read_label``.
         threshold: Probability above which a pixel is change.
-        tile: Inference window size in pixels.
-        overlap: Window overlap in pixels.
+        tile: Inference window size in pixels (a multiple of the model's stride, 32).
+        overlap: Window overlap in pixels (a multiple of the stride). The defaults keep tiled
+            probabilities within 0.01 of whole-image inference (``tests/change``): CANet's
+            receptive field reaches far beyond the 16 px the old 512/64 setting trusted.
         batch_size: Windows per forward pass.
         device: Torch device for inference (``"cpu"``, ``"cuda"``, ``"auto"``...); the model is
             moved there for the run and back afterwards.
@@ -110,6 +123,10 @@ def predict_pair(
     if not 0.0 < threshold < 1.0:
         raise InputError(f"must be between 0 and 1, got {threshold}", parameter="threshold")
     check_tiling(tile, overlap, batch_size)  # before the output folder exists
+    stride = model_stride(model)
+    if tile % stride or overlap % stride:
+        raise InputError(f"tile ({tile}) and overlap ({overlap}) must be multiples of {stride}, "
+                         "the model's stride", parameter="tile")
     device = str(resolve_device(device))
     index = model.domain_index(domain)
     grid_a, count_a, _ = raster_info(image_a)
@@ -151,6 +168,7 @@ def predict_pair(
         band_names=["change_probability"],
         progress=progress,
         device=device,
+        align=stride,
     )
     matrix = ConfusionMatrix(2, ignore_index=IGNORE_INDEX) if label is not None else None
     height, width = grid_a.shape

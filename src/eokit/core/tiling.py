@@ -14,6 +14,12 @@ pixels of every window edge that lies inside the scene, so for a translation-equ
 whose receptive-field radius is at most ``overlap // 4`` the tiled output equals whole-image
 inference everywhere (``blend="none"``: radius up to ``overlap // 2``; each pixel then comes from
 the window in which it is most central).
+
+Strided networks (a U-Net whose coarsest map is 1/32 of the input) are equivariant only to shifts
+by their stride, and pad their input up to a multiple of it. ``align=stride`` makes the tiling
+respect both: the scene is seen padded by edge replication to a multiple of ``align`` (what such
+a model does to a whole image), every window starts at a multiple of ``align`` (``tile`` and
+``overlap`` must be multiples of it), and the padding is cut off before writing.
 """
 
 from __future__ import annotations
@@ -395,6 +401,7 @@ class _Settings:
     nodata: float
     progress: bool
     band_width: int
+    align: int = 1
 
 
 def _run_model(model: Any, tensors: list[torch.Tensor], settings: _Settings) -> np.ndarray:
@@ -441,8 +448,54 @@ def _plan_bands(width: int, col_starts: list[int], win_w: int, band_width: int) 
     return bands
 
 
+class _EdgePadded:
+    """A source seen ``height`` x ``width`` (>= its own), the extra rows/columns repeating its edge."""
+
+    def __init__(self, source: Any, height: int, width: int) -> None:
+        self.source = source
+        self.height, self.width = height, width
+
+    def strips(self, reads: Sequence[Read]) -> Iterator[_Strip]:
+        rows, cols = self.source.height, self.source.width
+        inner = [(r, min(h, rows - r), c, min(w, cols - c)) for r, h, c, w in reads]
+        for (_, h, _, w), strip in zip(reads, self.source.strips(inner), strict=True):
+            got_h, got_w = strip.valid.shape
+            pad = ((0, h - got_h), (0, w - got_w))
+            arrays = [np.pad(a, ((0, 0), *pad), mode="edge") for a in strip.arrays]
+            yield _Strip(strip.row_off, strip.col_off, arrays, np.pad(strip.valid, pad,
+                                                                       mode="edge"))
+
+    def close(self) -> None:
+        """Close the wrapped source."""
+        self.source.close()
+
+
+class _Cropped:
+    """A sink that drops whatever falls outside ``height`` x ``width``."""
+
+    def __init__(self, sink: Any, height: int, width: int) -> None:
+        self.sink, self.height, self.width = sink, height, width
+
+    def write_window(self, data: np.ndarray, row_off: int, col_off: int) -> None:
+        data = data[:, : max(0, self.height - row_off), : max(0, self.width - col_off)]
+        if data.shape[1] and data.shape[2]:
+            self.sink.write_window(data, row_off, col_off)
+
+
 def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
     """Run the tiled loop band by band, strip by strip; returns the count of valid output pixels."""
+    if settings.align > 1:
+        align = settings.align
+        padded_h = -(-source.height // align) * align
+        padded_w = -(-source.width // align) * align
+        if (padded_h, padded_w) != (source.height, source.width):
+            valid = _stream_aligned(model, _EdgePadded(source, padded_h, padded_w),
+                                    _Cropped(sink, source.height, source.width), settings)
+            return valid
+    return _stream_aligned(model, source, sink, settings)
+
+
+def _stream_aligned(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
     import torch
     from tqdm.auto import tqdm
 
@@ -475,7 +528,9 @@ def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
     device = torch.device(settings.device)
     valid_pixels = 0
     is_module = isinstance(model, torch.nn.Module)
-    was_training = bool(model.training) if is_module else False
+    # Every submodule's own mode: a wrapper built for the call is in training mode by default
+    # while the model inside it is not, and model.train() would flip the whole tree.
+    modes = [(m, m.training) for m in model.modules()] if is_module else []
     first = next(model.parameters(), None) if is_module else None
     home = first.device if first is not None else None
     if is_module:
@@ -557,8 +612,8 @@ def _stream(model: Any, source: Any, sink: Any, settings: _Settings) -> int:
     finally:
         progress.close()
         source.close()
-        if is_module and was_training:
-            model.train()
+        for module, mode in modes:
+            module.training = mode
         if is_module and home is not None and home != device:
             model.to(home)
     return valid_pixels
@@ -603,8 +658,14 @@ def _settings(
     nodata: float | None,
     progress: bool,
     band_width: int,
+    align: int = 1,
 ) -> tuple[_Settings, int]:
     check_tiling(tile, overlap, batch_size)
+    if int(align) != align or align < 1:
+        raise InputError(f"must be a positive integer, got {align}", parameter="align")
+    if tile % align or overlap % align:
+        raise InputError(f"tile ({tile}) and overlap ({overlap}) must be multiples of {align}, "
+                         "the model's stride", parameter="tile")
     if int(band_width) != band_width or band_width < 1:
         raise InputError(f"must be a positive integer, got {band_width}", parameter="band_width")
     if int(out_channels) != out_channels or out_channels < 1:
@@ -639,6 +700,7 @@ def _settings(
         nodata=fill,
         progress=progress,
         band_width=int(band_width),
+        align=int(align),
     )
     return settings, count
 
@@ -677,6 +739,7 @@ def predict_raster(
     nodata: float | None = None,
     compress: str = "deflate",
     band_width: int = 4096,
+    align: int = 1,
     expected_bands: int | None = None,
 ) -> Path:
     """Run ``model`` over GeoTIFF(s) window by window and stream the blended result to a GeoTIFF.
@@ -716,6 +779,8 @@ def predict_raster(
             width either; windows that straddle a band edge run twice (a few % more compute).
         expected_bands: Bands per input the model needs; a mismatch is an InputError naming the
             file (checked before any work).
+        align: Stride of the model: windows start at multiples of it and the scene is seen
+            edge-padded to a multiple of it (see the module docstring); 1 = no constraint.
 
     Returns:
         The output path.
@@ -755,6 +820,7 @@ def predict_raster(
         nodata,
         progress,
         band_width,
+        align,
     )
     infos = [raster_info(p) for p in paths]
     if expected_bands is not None:
@@ -819,6 +885,7 @@ def predict_array(
     nodata: float | None = None,
     progress: bool = False,
     band_width: int = 4096,
+    align: int = 1,
 ) -> np.ndarray:
     """Tiled inference on in-memory (C, H, W) arrays with the same loop as :func:`predict_raster`.
 
@@ -838,6 +905,7 @@ def predict_array(
         nodata: Value for invalid pixels (default NaN for floats, dtype max for integers).
         progress: Show a progress bar.
         band_width: Column band width (see :func:`predict_raster`).
+        align: Model stride (see :func:`predict_raster`).
 
     Returns:
         (out_channels or postprocessed bands, H, W) array.
@@ -863,6 +931,7 @@ def predict_array(
         nodata,
         progress,
         band_width,
+        align,
     )
     source = _ArraySource(items, None if valid is None else np.asarray(valid, dtype=bool))
     sink = _ArraySink(count, source.height, source.width, settings.out_dtype)
