@@ -1,4 +1,4 @@
-"""Segmentation that learns from spatially correlated label noise (KMS-covariance Bayesian model)."""
+"""Segmentation that learns from spatially correlated label noise (KMS-covariance model)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kac-Murdock-Szego (KMS) Kronecker Gaussian fields: exact O(HW) stencil maths for the noisy-label ELBO.
+"""Kac-Murdock-Szego (KMS) Kronecker Gaussian fields: exact O(HW) maths for the noisy-label ELBO.
 
 A KMS matrix of size n is ``R_ab = rho^|a-b|``. An image field of shape (H, W), flattened row-major,
 gets the covariance ``R_H(rho) (x) R_W(rho)``. Its inverse is a Kronecker product of two tridiagonal
@@ -83,7 +83,8 @@ def _tridiag_apply(x: Tensor, diag: Tensor, off: float, dim: int) -> Tensor:
     return out.movedim(-1, dim)
 
 
-def _kron_tridiag_apply(x: Tensor, rows: tuple[Tensor, float], cols: tuple[Tensor, float]) -> Tensor:
+def _kron_tridiag_apply(x: Tensor, rows: tuple[Tensor, float],
+                        cols: tuple[Tensor, float]) -> Tensor:
     """Apply ``T_H (x) T_W`` to fields ``x`` (..., H, W) (row-major vectorisation)."""
     return _tridiag_apply(_tridiag_apply(x, rows[0], rows[1], -2), cols[0], cols[1], -1)
 
