@@ -478,3 +478,88 @@ def test_atomic_write_output_follows_umask_not_private_temp_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ------------------------------------------------------------------------- categories and units
+
+
+def _gdal_category_names(path: Path) -> list[str] | None:
+    """Category names as GDAL itself reads them (rasterio has no API for them)."""
+    import ctypes
+    import glob
+
+    libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(rasterio.__file__)),
+                                  "rasterio.libs", "libgdal*"))
+    if not libs:
+        return None
+    lib = ctypes.CDLL(libs[0])
+    lib.GDALAllRegister()
+    lib.GDALOpen.restype = ctypes.c_void_p
+    lib.GDALOpen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    lib.GDALGetRasterBand.restype = ctypes.c_void_p
+    lib.GDALGetRasterBand.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.GDALGetMetadata.restype = ctypes.c_void_p
+    lib.GDALGetMetadata.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.GDALGetRasterCategoryNames.restype = ctypes.POINTER(ctypes.c_char_p)
+    lib.GDALGetRasterCategoryNames.argtypes = [ctypes.c_void_p]
+    lib.GDALClose.argtypes = [ctypes.c_void_p]
+    dataset = lib.GDALOpen(str(path).encode(), 0)
+    band = lib.GDALGetRasterBand(dataset, 1)
+    lib.GDALGetMetadata(band, None)  # GTiff loads the PAM sidecar lazily
+    names = lib.GDALGetRasterCategoryNames(band)
+    out = []
+    while names and names[len(out)]:
+        out.append(names[len(out)].decode())
+    lib.GDALClose(dataset)
+    return out
+
+
+@pytest.mark.parametrize("cog", [True, False])
+def test_class_map_has_colour_table_category_names_and_description(tmp_path, cog):
+    names = ["nodata", "water", "urban & roads"]
+    data = np.array([[0, 1], [2, 1]], np.uint8).repeat(64, 0).repeat(64, 1)
+    path = write_raster(tmp_path / "classes.tif", data, utm_grid(128, 128), nodata=0, cog=cog,
+                        band_names=["class"], class_names=names,
+                        class_colors=["#000000", "#2166ac", (1.0, 0.0, 0.0)])
+    with rasterio.open(path) as src:
+        assert src.descriptions == ("class",)
+        table = src.colormap(1)
+        assert table[1] == (33, 102, 172, 255) and table[2] == (255, 0, 0, 255)
+        assert table[0][3] == 0  # nodata entry transparent
+    gdal_names = _gdal_category_names(path)
+    if gdal_names is not None:
+        assert gdal_names == names
+    assert "urban &amp; roads" in (tmp_path / "classes.tif.aux.xml").read_text()
+    # rewriting without classes removes the sidecar that described the old file
+    write_raster(path, data.astype(np.float32), utm_grid(128, 128), cog=cog)
+    assert not (tmp_path / "classes.tif.aux.xml").exists()
+
+
+def test_band_units_survive_the_cog_copy(tmp_path):
+    data = np.ones((2, 32, 32), np.float32)
+    path = write_raster(tmp_path / "d.tif", data, utm_grid(32, 32), cog=True,
+                        band_names=["first_date", "last_date"], units="days since 2020-01-01")
+    with rasterio.open(path) as src:
+        assert src.units == ("days since 2020-01-01",) * 2
+    with pytest.raises(InputError, match="units"):
+        write_raster(tmp_path / "e.tif", data, utm_grid(32, 32), units=["K"])
+
+
+def test_class_names_are_refused_for_a_float_or_multiband_map(tmp_path):
+    with pytest.raises(InputError, match="class_names"):
+        write_raster(tmp_path / "f.tif", np.zeros((32, 32), np.float32), utm_grid(32, 32),
+                     class_names=["a"])
+    with pytest.raises(InputError, match="class_colors"):
+        write_raster(tmp_path / "g.tif", np.zeros((32, 32), np.uint8), utm_grid(32, 32),
+                     class_names=["a", "b"], class_colors=["red"])
+
+
+def test_geojson_without_crs_names_its_frame(tmp_path):
+    feature = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [100.0, -50.0]},
+               "properties": {}}
+    path = write_geojson(tmp_path / "c.geojson", [feature], None, frame="local metres")
+    collection = json.loads(path.read_text())
+    assert collection["coordinate_frame"] == "local metres"
+    assert collection["features"][0]["geometry"]["coordinates"] == [100.0, -50.0]
+    unnamed = json.loads(write_geojson(tmp_path / "d.geojson", [feature], None).read_text())
+    assert "not WGS84" in unnamed["coordinate_frame"]

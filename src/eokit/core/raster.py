@@ -630,6 +630,45 @@ def _default_overview_resampling(dtype: np.dtype) -> str:
     return "nearest" if np.issubdtype(dtype, np.integer) else "average"
 
 
+def pam_sidecar(path: PathLike) -> Path:
+    """The GDAL PAM sidecar of ``path`` (``<name>.aux.xml``), where category names live."""
+    target = Path(path)
+    return target.with_name(target.name + ".aux.xml")
+
+
+def _category_xml(names: Sequence[str]) -> str:
+    """GDAL PAM XML with the category names of band 1 (GDALSetRasterCategoryNames' format).
+
+    GeoTIFF has no tag for category names; GDAL keeps them in this sidecar and QGIS shows them as
+    the labels of the paletted colour table.
+    """
+    from xml.sax.saxutils import escape
+
+    categories = "".join(f"<Category>{escape(str(name))}</Category>" for name in names)
+    return (
+        '<PAMDataset>\n  <PAMRasterBand band="1">\n'
+        f"    <CategoryNames>{categories}</CategoryNames>\n"
+        "  </PAMRasterBand>\n</PAMDataset>\n"
+    )
+
+
+def _colour_table(
+    colors: Sequence[Any], nodata: float | None
+) -> dict[int, tuple[int, int, int, int]]:
+    """Colour table {value: RGBA 0-255} from matplotlib colours; the nodata entry transparent."""
+    from matplotlib.colors import to_rgba
+
+    table = {}
+    for value, color in enumerate(colors):
+        try:
+            rgba = to_rgba(color)
+        except ValueError:
+            raise InputError(f"not a colour: {color!r}", parameter="class_colors") from None
+        entry = tuple(int(round(255 * c)) for c in rgba)
+        table[value] = (entry[0], entry[1], entry[2], 0 if value == nodata else entry[3])
+    return table
+
+
 class RasterWriter:
     """Window-by-window GeoTIFF writer returned by :func:`open_writer` (a context manager)."""
 
@@ -647,6 +686,9 @@ class RasterWriter:
         overviews: bool,
         overview_resampling: str | None,
         tags: Mapping[str, Any] | None,
+        class_names: Sequence[str] | None = None,
+        class_colors: Sequence[Any] | None = None,
+        units: Sequence[str] | None = None,
     ) -> None:
         self.path = path
         self.grid = grid
@@ -659,6 +701,9 @@ class RasterWriter:
         self.overview_resampling = overview_resampling or _default_overview_resampling(dtype)
         self.band_names = list(band_names) if band_names is not None else None
         self.tags = dict(tags or {})
+        self.class_names = list(class_names) if class_names is not None else None
+        self.class_colors = list(class_colors) if class_colors is not None else None
+        self.units = list(units) if units is not None else None
         self._tmp = _temp_sibling(path)
         self._dataset: Any = None
         self.pixels_written = 0
@@ -687,6 +732,11 @@ class RasterWriter:
                 self._dataset.set_band_description(index, str(name))
         if self.tags:
             self._dataset.update_tags(**{k: str(v) for k, v in self.tags.items()})
+        if self.units is not None:
+            for index, unit in enumerate(self.units, start=1):
+                self._dataset.set_band_unit(index, str(unit))
+        if self.class_colors is not None:
+            self._dataset.write_colormap(1, _colour_table(self.class_colors, self.nodata))
 
     def write_window(self, data: np.ndarray, row_off: int, col_off: int) -> None:
         """Write a (C, h, w) or (h, w) block at the given pixel offsets."""
@@ -723,6 +773,14 @@ class RasterWriter:
             if self.overviews:
                 self._build_overviews(self._tmp)
             os.replace(self._tmp, self.path)
+        sidecar = pam_sidecar(self.path)
+        if self.class_names is not None:
+            with atomic_write(sidecar) as tmp:
+                tmp.write_text(_category_xml(self.class_names), encoding="utf-8")
+        elif sidecar.exists():
+            # it described the file just replaced
+            with contextlib.suppress(OSError):
+                sidecar.unlink()
 
     def _overview_factors(self) -> list[int]:
         factors = []
@@ -804,6 +862,9 @@ def open_writer(
     overviews: bool | None = None,
     overview_resampling: str | None = None,
     tags: Mapping[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
+    class_colors: Sequence[Any] | None = None,
+    units: str | Sequence[str] | None = None,
 ) -> RasterWriter:
     """Open a tiled GeoTIFF (or COG) for writing window by window; finalised atomically on exit.
 
@@ -828,6 +889,11 @@ def open_writer(
             usually intermediate products).
         overview_resampling: Overview resampling (default nearest for integers, average for floats).
         tags: Extra metadata tags (e.g. provenance).
+        class_names: Category names of a one-band class map, value 0 first; written where GDAL
+            and QGIS read them (the PAM sidecar ``<file>.aux.xml``, see :func:`pam_sidecar`).
+        class_colors: One matplotlib colour per class value (0, 1, ...): the file's GDAL colour
+            table (uint8/uint16, one band), the nodata entry transparent.
+        units: Unit of every band, or one per band (GDAL band unit, e.g. "K", "days").
 
     Returns:
         A :class:`RasterWriter`; use ``with open_writer(...) as sink``.
@@ -842,6 +908,24 @@ def open_writer(
     if band_names is not None and len(band_names) != count:
         raise InputError(f"{len(band_names)} names for {count} bands", parameter="band_names")
     _creation_options(dt, compress)  # validates compress early
+    if class_names is not None or class_colors is not None:
+        if count != 1 or dt.name not in ("uint8", "uint16"):
+            raise InputError(
+                f"class names and colours need a one-band uint8/uint16 class map, got {count} "
+                f"band(s) of {dt.name}",
+                parameter="class_names",
+            )
+        if class_names is not None and class_colors is not None:
+            if len(class_names) != len(class_colors):
+                raise InputError(
+                    f"{len(class_colors)} colours for {len(class_names)} classes",
+                    parameter="class_colors",
+                )
+    unit_list = None
+    if units is not None:
+        unit_list = [units] * count if isinstance(units, str) else list(units)
+        if len(unit_list) != count:
+            raise InputError(f"{len(unit_list)} units for {count} bands", parameter="units")
     return RasterWriter(
         final,
         grid,
@@ -854,6 +938,9 @@ def open_writer(
         overviews=cog if overviews is None else overviews,
         overview_resampling=overview_resampling,
         tags=tags,
+        class_names=class_names,
+        class_colors=class_colors,
+        units=unit_list,
     )
 
 
@@ -871,6 +958,9 @@ def write_raster(
     valid: np.ndarray | None = None,
     overview_resampling: str | None = None,
     tags: Mapping[str, Any] | None = None,
+    class_names: Sequence[str] | None = None,
+    class_colors: Sequence[Any] | None = None,
+    units: str | Sequence[str] | None = None,
 ) -> Path:
     """Write an array as a tiled, compressed GeoTIFF or COG, atomically.
 
@@ -890,6 +980,9 @@ def write_raster(
         valid: Optional (H, W) bool mask; False pixels are written as ``nodata``.
         overview_resampling: Overview resampling (default nearest for integers, average for floats).
         tags: Extra metadata tags.
+        class_names: Category names of a class map (value 0 first), see :func:`open_writer`.
+        class_colors: Colour table of a class map, one colour per value.
+        units: Band unit(s).
 
     Returns:
         The output path.
@@ -925,6 +1018,9 @@ def write_raster(
         overviews=overviews,
         overview_resampling=overview_resampling,
         tags=tags,
+        class_names=class_names,
+        class_colors=class_colors,
+        units=units,
     ) as sink:
         sink.write_window(array, 0, 0)
     return Path(path)
@@ -955,18 +1051,26 @@ def _round_coords(coords: Any, ndigits: int) -> Any:
 
 
 def write_geojson(
-    path: PathLike, features: Sequence[Mapping[str, Any]], crs: Any, *, precision: int = 7
+    path: PathLike,
+    features: Sequence[Mapping[str, Any]],
+    crs: Any,
+    *,
+    precision: int = 7,
+    frame: str | None = None,
 ) -> Path:
     """Write features as an RFC 7946 GeoJSON FeatureCollection (coordinates in WGS84 lon/lat).
 
     Geometries given in ``crs`` are reprojected to EPSG:4326. With ``crs=None`` (a plain image)
-    coordinates are written unchanged (pixel or local units) and a warning is logged.
+    coordinates are written unchanged (pixel or local units): ``frame`` then says what they are
+    and is written into the file as the collection's ``coordinate_frame`` member (a GIS would
+    otherwise read them as lon/lat); without a frame a warning is logged.
 
     Args:
         path: Output .geojson file.
         features: GeoJSON Feature dicts, or dicts with "geometry" and "properties".
         crs: CRS of the geometries (anything rasterio's CRS accepts), or None.
         precision: Decimal places kept (7 ~ 1 cm).
+        frame: With ``crs=None``: description of the local coordinate frame (origin, axes, unit).
 
     Returns:
         The output path.
@@ -980,7 +1084,7 @@ def write_geojson(
             source_crs = CRS.from_user_input(crs)
         except RasterioError as exc:
             raise InputError(f"unknown CRS {crs!r} ({_first_line(exc)})", parameter="crs") from None
-    else:
+    elif frame is None:
         logger.warning("writing %s without a CRS: coordinates are not WGS84 lon/lat", path)
     wgs84 = CRS.from_epsg(4326)
     out_features = []
@@ -1002,7 +1106,12 @@ def write_geojson(
         if "id" in feature:
             item["id"] = _plain(feature["id"])
         out_features.append(item)
-    collection = {"type": "FeatureCollection", "features": out_features}
+    collection: dict[str, Any] = {"type": "FeatureCollection"}
+    if source_crs is None:
+        collection["coordinate_frame"] = frame or (
+            "unknown: no CRS; coordinates are in the input's own units, not WGS84 lon/lat"
+        )
+    collection["features"] = out_features
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(collection, default=_plain, allow_nan=False))
     return Path(path)

@@ -88,6 +88,50 @@ def centre_clusters(
     return labels, clusters
 
 
+def compact_centres(
+    fused: np.ndarray,
+    urban_mask: np.ndarray,
+    threshold: float,
+    centres: np.ndarray,
+    *,
+    pixel_size_m: float,
+    smooth_m: float = 50.0,
+    merge_m: float = 250.0,
+    min_share: float = 0.2,
+) -> tuple[np.ndarray, list[CentreCluster]]:
+    """Compact centre cores: smoothed C above the centre threshold, merged, major ones only.
+
+    The centre mask of the published procedure (every urban pixel above the threshold) breaks a
+    downtown into hundreds of specks; counting those as centres says nothing about the city's
+    structure. C is smoothed over ``smooth_m``, cores closer than ``merge_m`` are one centre, and
+    a centre counts when it has at least ``min_share`` of the largest one's area.
+
+    Args:
+        fused: (H, W) fused value C.
+        urban_mask: (H, W) bool urban mask.
+        threshold: Centre threshold on C.
+        centres: (H, W) bool raw centre mask (used when the smoothing removes every core).
+        pixel_size_m: Pixel size (metres).
+        smooth_m: Gaussian smoothing of C (metres).
+        merge_m: Cores closer than this are one centre (metres).
+        min_share: Smallest share of the largest centre's area that still counts.
+
+    Returns:
+        (labels (H, W) int32 of the kept centres, clusters largest first).
+    """
+    sigma = max(smooth_m / pixel_size_m, 0.5)
+    smooth = ndimage.gaussian_filter(fused.astype(np.float32), sigma)
+    cores = (smooth > threshold) & urban_mask
+    merge = int(round(merge_m / pixel_size_m))
+    labels, clusters = centre_clusters(cores, merge_distance_px=merge)
+    if not clusters:
+        labels, clusters = centre_clusters(centres, merge_distance_px=merge)
+    largest = clusters[0].area_px if clusters else 0
+    major = [c for c in clusters if c.area_px >= min_share * largest]
+    keep = np.isin(labels, [c.label for c in major])
+    return np.where(keep, labels, 0).astype(np.int32), major
+
+
 def require_centres(centres: np.ndarray) -> None:
     """Raise a clear error when no centre pixel exists (the distance transform needs one)."""
     if not centres.any():

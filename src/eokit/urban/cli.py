@@ -109,14 +109,28 @@ def analyze_command(
     regions = ", ".join(
         f"{r['kind']} {r['start_km']:.2f}-{r['end_km']:.2f} km" for r in m["regions"]
     )
-    click.echo(f"alpha {m['alpha_per_km']} per km, LD {m['ld_km']} km, regions: {regions}")
+    click.echo(
+        f"profile alpha {_num(m['alpha_per_km'])} C per km (published: slope of the fused value "
+        f"through the profile minima), LD {_num(m['ld_km'])} km, regions: {regions}"
+    )
     click.echo(m["structure"]["explanation"])
     if "clark" in m:
         c = m["clark"]
-        click.echo(f"Clark alpha {c['alpha_per_km']} per km (95% CI {c['ci95'][0]}-{c['ci95'][1]})")
+        click.echo(
+            f"Clark alpha {_num(c['alpha_per_km'])} per km (95% CI {_num(c['ci95'][0])}-"
+            f"{_num(c['ci95'][1])}): exponential decay rate of density above the rural baseline, "
+            "a different quantity from the profile alpha"
+        )
     for note in m.get("notes", []):
-        click.echo(f"note: {note}")
+        if not note.startswith("assumption failed:"):
+            click.echo(f"note: {note}")
+    for warning in m.get("warnings", []):
+        click.echo(f"WARNING: {warning}")
     click.echo(f"outputs in {out_dir}")
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 @urban.command("batch")
@@ -154,8 +168,10 @@ def batch_command(
         if "error" in m:
             click.echo(f"{m['name']}: error: {m['error']}")
         else:
+            flag = f", {len(m['warnings'])} warning(s)" if m.get("warnings") else ""
             click.echo(
-                f"{m['name']}: alpha {m['alpha_per_km']:.4g}/km, LD {m['ld_km']} km, "
-                f"{len(m['regions'])} region(s), {m['structure']['call']}"
+                f"{m['name']}: profile alpha {_num(m['alpha_per_km'])} C/km, LD "
+                f"{_num(m['ld_km'])} km, {len(m['regions'])} region(s), "
+                f"{m['structure']['call']}{flag}"
             )
     click.echo(f"comparison in {out_dir / 'comparison.csv'} and {out_dir / 'report.html'}")

@@ -120,6 +120,36 @@ def metric_grid(path: str | Path) -> tuple[Grid, bool]:
     return Grid(crs=dst, transform=transform_, width=width, height=height), True
 
 
+def check_overlap(grid: Grid, sar_grid: Grid, sar: str | Path) -> float:
+    """Share of the optical grid covered by the SAR image's footprint (logged when partial).
+
+    Raises:
+        InputError: naming the SAR file when the footprints do not overlap at all.
+    """
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = transform_bounds(sar_grid.crs, grid.crs, *sar_grid.bounds)
+    o_left, o_bottom, o_right, o_top = grid.bounds
+    width = min(right, o_right) - max(left, o_left)
+    height = min(top, o_top) - max(bottom, o_bottom)
+    area = (o_right - o_left) * (o_top - o_bottom)
+    share = max(width, 0.0) * max(height, 0.0) / area if area > 0 else 0.0
+    if share <= 0:
+        raise InputError(
+            f"does not overlap the optical image (SAR footprint {left:.0f}, {bottom:.0f}, "
+            f"{right:.0f}, {top:.0f} vs optical {o_left:.0f}, {o_bottom:.0f}, {o_right:.0f}, "
+            f"{o_top:.0f} in {grid.crs})",
+            path=sar,
+        )
+    if share < 0.999:
+        logger.warning(
+            "%s covers %.0f %% of the optical image; the rest is treated as nodata",
+            sar,
+            100 * share,
+        )
+    return share
+
+
 def _read_block(
     path: str, grid: Grid, warp: bool, bands: list[int] | None, window: tuple[int, int, int, int]
 ) -> np.ndarray:
@@ -203,6 +233,7 @@ def fused_geo(
     sar_grid, n_sar, _ = raster_info(sar)
     if sar_grid.crs is None:
         raise InputError("has no CRS; geo mode needs GeoTIFFs", path=sar)
+    check_overlap(grid, sar_grid, sar)
     warp_sar = warp_optical or not sar_grid.same_as(grid)
     if warp_sar:
         logger.info("resampling %s onto the optical grid (%s)", sar, grid.describe())
@@ -216,7 +247,27 @@ def fused_geo(
     grey = sum(w * rgb[i] for i, w in enumerate(GREY_WEIGHTS))
     magnitude = da.map_overlap(_sobel_block, grey, depth=1, boundary="none", dtype=np.float32)
     magnitude = da.where(valid, magnitude, 0.0)
-    low, high = (float(v) for v in da.compute(magnitude.min(), magnitude.max()))
+    # one pass over the inputs: edge range and the valid pixels of each input
+    low, high, n_optical_ok, n_sar_ok, n_valid = (
+        float(v)
+        for v in da.compute(
+            magnitude.min(),
+            magnitude.max(),
+            da.isfinite(rgb).all(axis=0).sum(),
+            da.isfinite(vv).sum(),
+            valid.sum(),
+        )
+    )
+    if n_sar_ok == 0:
+        raise InputError(
+            "has no valid pixel on the optical image's grid (all NaN or nodata there)", path=sar
+        )
+    if n_optical_ok == 0:
+        raise InputError("has no valid pixel (all NaN or nodata)", path=optical)
+    if n_valid == 0:
+        raise InputError(
+            "its valid pixels and those of the optical image never coincide", path=sar
+        )
     if high <= low:
         raise InputError("the optical image has no edges (constant)", path=optical)
     scale = high - low
@@ -266,20 +317,17 @@ def fused_geo(
 def geo_centres(
     result: UrbanResult, config: GeoConfig
 ) -> tuple[np.ndarray, list[centres_mod.CentreCluster]]:
-    """Compact centre cores: smoothed C above tau_center in the urban mask, merged, major only."""
-    pixel = result.pixel_size_m
-    sigma = max(config.centre_smooth_m / pixel, 0.5)
-    smooth = ndimage.gaussian_filter(result.fused.astype(np.float32), sigma)
-    cores = (smooth > result.centre_threshold) & result.urban_mask
-    merge = int(round(config.centre_merge_m / pixel))
-    labels, clusters = centres_mod.centre_clusters(cores, merge_distance_px=merge)
-    if not clusters:
-        # the smoothing removed every core: fall back to the raw centre pixels
-        labels, clusters = centres_mod.centre_clusters(result.centres, merge_distance_px=merge)
-    largest = clusters[0].area_px if clusters else 0
-    major = [c for c in clusters if c.area_px >= config.centre_min_share * largest]
-    keep = np.isin(labels, [c.label for c in major])
-    return np.where(keep, labels, 0).astype(np.int32), major
+    """Compact centre cores (see :func:`eokit.urban.centres.compact_centres`) with geo settings."""
+    return centres_mod.compact_centres(
+        result.fused,
+        result.urban_mask,
+        result.centre_threshold,
+        result.centres,
+        pixel_size_m=result.pixel_size_m,
+        smooth_m=config.centre_smooth_m,
+        merge_m=config.centre_merge_m,
+        min_share=config.centre_min_share,
+    )
 
 
 def rural_baseline(result: UrbanResult, valid: np.ndarray | None, *, margin_px: int) -> float:
@@ -329,6 +377,10 @@ def analyze_geo(
         min_urban_area_px=min_area,
         water_mask=water,
         seed=config.seed,
+        centre_smooth_m=config.centre_smooth_m,
+        centre_merge_m=config.centre_merge_m,
+        centre_min_share=config.centre_min_share,
+        check=False,
     )
     labels, major = geo_centres(result, config)
     result.cluster_labels, result.clusters = labels, major
@@ -352,12 +404,13 @@ def analyze_geo(
             _subset(urban_profile, ring_ok), pixel, baseline, n_boot=config.n_boot, seed=config.seed
         )
         result.extra["clark_profile"] = urban_profile.rows(pixel)
-    from eokit.urban.model import structure_call
+    from eokit.urban.model import record_warnings, structure_call
 
     result.structure = structure_call(
         major, result.trend, result.profile, pixel, min_share=config.centre_min_share
     )
     result.extra["geo"] = {**info, "config": asdict(config), "rural_baseline": baseline}
+    record_warnings(result)
     return result, grid
 
 

@@ -22,12 +22,34 @@ def profile_axes(ax: Any, result: Any, *, title: str | None = None, legend: bool
     ax.fill_between(x, p.q1, p.q3, color="tab:blue", alpha=0.30, lw=0, label="IQR")
     ax.plot(x, p.mean, color="tab:blue", lw=1.6, label="mean")
     ax.plot(x, p.median, color="tab:green", lw=1.0, label="median")
-    ax.plot(x, t.trend(p.distance_px), "r--", lw=1.6, label=f"trend, alpha {t.alpha_per_km:.3g}/km")
+    ax.plot(
+        x,
+        t.trend(p.distance_px),
+        "r--",
+        lw=1.6,
+        label=f"trend, profile alpha {t.alpha_per_km:.3g} C/km",
+    )
     ax.plot(x[t.minima], p.mean[t.minima], "rx", ms=7, label="minima used")
     ax.axhline(t.target, color="m", ls=":", lw=1, label=f"target (min Q1) {t.target:.2f}")
-    if math.isfinite(t.ld_km) and 0 <= t.ld_km <= x[-1] * 1.5:
+    state = ld_state(result)
+    if state == "drawn":
         ax.axvline(t.ld_km, color="m", ls="--", lw=1)
-        ax.plot([t.ld_km], [t.target], "mo", ms=6, label=f"LD {t.ld_km:.2f} km")
+        ax.plot([t.ld_km], [t.target], "mo", ms=6, label=f"LD {t.ld_km:.3g} km")
+    elif state == "beyond":
+        ax.annotate(
+            f"LD {t.ld_km:.3g} km \u2192",
+            xy=(0.99, t.target),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            va="bottom",
+            color="m",
+            fontsize=8,
+        )
+        ax.plot([], [], "m>", label=f"LD {t.ld_km:.3g} km (beyond the plot)")
+    elif state == "negative":
+        ax.plot([], [], " ", label=f"LD {t.ld_km:.3g} km (negative: not drawn)")
+    else:
+        ax.plot([], [], " ", label="LD undefined (flat trend)")
     ax.set_xlabel("distance to nearest centre pixel (km)")
     ax.set_ylabel("fused value C")
     ax.set_ylim(0, 2)
@@ -36,6 +58,32 @@ def profile_axes(ax: Any, result: Any, *, title: str | None = None, legend: bool
         ax.set_title(title, fontsize=10)
     if legend:
         ax.legend(fontsize=7, loc="upper right")
+
+
+def ld_state(result: Any) -> str:
+    """How the profile figure shows LD: "drawn", "beyond" (arrow), "negative" or "undefined"."""
+    ld, x_max = result.trend.ld_km, float(result.distance_km[-1])
+    if not math.isfinite(ld):
+        return "undefined"
+    if ld < 0:
+        return "negative"
+    return "drawn" if ld <= x_max * 1.5 else "beyond"
+
+
+def profile_caption(result: Any) -> str:
+    """Caption (and alt text) of :func:`profile_figure` that describes what is drawn."""
+    t = result.trend
+    ld = {
+        "drawn": f"LD ({t.ld_km:.3g} km, magenta dashed line and dot)",
+        "beyond": f"LD ({t.ld_km:.3g} km) lies beyond the plotted range: arrow at the right edge",
+        "negative": f"LD is negative ({t.ld_km:.3g} km) and not drawn",
+        "undefined": "LD is undefined (flat trend)",
+    }[ld_state(result)]
+    return (
+        "Density profile: min-max and IQR bands, mean, median, trend through the minima (x), "
+        f"target level (dotted); {ld}. Bottom: residuals with the K-means regions (green "
+        "uniform, orange high variation)."
+    )
 
 
 def profile_figure(result: Any, *, title: str | None = None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,10 +25,16 @@ class Region:
     end: int
     kind: str  # "uniform" | "variation" | "unknown"
 
-    def as_dict(self, distance_km: np.ndarray, residuals: np.ndarray) -> dict[str, object]:
-        """JSON-friendly description with distances in km."""
+    def as_dict(
+        self, distance_km: np.ndarray, residuals: np.ndarray, mean: np.ndarray | None = None
+    ) -> dict[str, object]:
+        """JSON-friendly description with distances in km.
+
+        With the mean profile ``mean``, the region's own gradient (OLS slope of the mean, C per
+        km) and whether it is steep (see :func:`steep_regions`) are added.
+        """
         part = residuals[self.start : self.end + 1]
-        return {
+        out: dict[str, object] = {
             "start_bin": self.start,
             "end_bin": self.end,
             "start_km": float(distance_km[self.start]),
@@ -36,6 +43,54 @@ class Region:
             "residual_std": float(np.std(part)),
             "residual_mean": float(np.mean(part)),
         }
+        if mean is not None:
+            gradient = region_gradient(distance_km, mean, self)
+            out["gradient_per_km"] = gradient
+            out["steep"] = bool(abs(gradient) > mean_gradient(distance_km, mean))
+        return out
+
+
+def region_gradient(distance_km: np.ndarray, mean: np.ndarray, region: Region) -> float:
+    """OLS slope (C per km) of the mean profile inside ``region`` (0 for a one-bin region)."""
+    x = np.asarray(distance_km[region.start : region.end + 1], np.float64)
+    y = np.asarray(mean[region.start : region.end + 1], np.float64)
+    if x.size < 2 or np.ptp(x) <= 0:
+        return 0.0
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def mean_gradient(distance_km: np.ndarray, mean: np.ndarray) -> float:
+    """The city's average fall of the mean profile per km: |mean[0] - mean[-1]| / span."""
+    span = float(distance_km[-1] - distance_km[0])
+    return abs(float(mean[0] - mean[-1])) / span if span > 0 else math.inf
+
+
+def steep_uniform_notes(
+    regions: list[Region], distance_km: np.ndarray, mean: np.ndarray, residuals: np.ndarray
+) -> list[str]:
+    """Warnings for regions the published rule calls uniform although the density falls steeply.
+
+    The published rule compares the scatter of the residuals inside a region with the scatter of
+    all residuals; a stretch where the mean falls fast but smoothly has little scatter and is
+    called uniform. A region is steep when its own gradient exceeds the city's average one.
+    """
+    overall = float(np.std(residuals))
+    average = mean_gradient(distance_km, mean)
+    notes = []
+    for index, region in enumerate(regions, start=1):
+        if region.kind != "uniform":
+            continue
+        gradient = region_gradient(distance_km, mean, region)
+        if abs(gradient) > average:
+            part = residuals[region.start : region.end + 1]
+            notes.append(
+                f"region R{index} ({distance_km[region.start]:.2f}-{distance_km[region.end]:.2f}"
+                f" km) is 'uniform' by the published rule (residual std {np.std(part):.3g} < "
+                f"{UNIFORM_STD_RATIO} x {overall:.3g}) although the density changes steeply there "
+                f"({gradient:+.3g} C per km, the city's average is {average:.3g}): 'uniform' "
+                "means little scatter, not flat density"
+            )
+    return notes
 
 
 def residual_features(residuals: np.ndarray) -> np.ndarray:

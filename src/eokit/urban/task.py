@@ -70,6 +70,13 @@ def analyze(
     return result, grid, {}
 
 
+#: What paper-mode centre coordinates are (the renderings carry no georeference).
+LOCAL_FRAME = (
+    "local image frame, no CRS: x = metres east of the image's top-left corner, y = metres north "
+    "of it (negative downwards), from the given pixel size; not WGS84 lon/lat"
+)
+
+
 def centre_features(result: UrbanResult, grid: Grid) -> list[dict[str, Any]]:
     """GeoJSON point features of the centre clusters (centroids) in the grid's CRS."""
     features = []
@@ -82,9 +89,9 @@ def centre_features(result: UrbanResult, grid: Grid) -> list[dict[str, Any]]:
                 "properties": {
                     "rank": rank,
                     "area_px": cluster.area_px,
-                    "area_km2": cluster.area_px * result.pixel_size_m**2 / 1e6,
-                    "row": cluster.row,
-                    "col": cluster.col,
+                    "area_km2": round(cluster.area_px * result.pixel_size_m**2 / 1e6, 4),
+                    "row": round(cluster.row, 1),
+                    "col": round(cluster.col, 1),
                     "structure": result.structure["call"],
                 },
             }
@@ -123,24 +130,39 @@ def add_city_section(
     report: Any, result: UrbanResult, views: dict[str, Any], *, title: str
 ) -> None:
     """Add one city's maps, profile figure, regions and metrics to a report."""
-    from eokit.urban.plots import clark_figure, profile_figure
+    from eokit.urban.plots import clark_figure, profile_caption, profile_figure
 
     m = result.metrics()
     s = result.structure
     summary = (
-        f"**alpha** {_fmt(m['alpha_per_km'])} per km (slope of the fused value through the profile "
-        f"minima), **LD** {_fmt(m['ld_km'])} km, **{len(result.regions)} region(s)** "
+        f"**Profile alpha** {_fmt(m['alpha_per_km'])} C per km (the published alpha: slope of "
+        "the mean fused value C through the profile minima; negative = density falls outwards), "
+        f"**LD** {_fmt(m['ld_km'])} km, **{len(result.regions)} region(s)** "
         f"({', '.join(r.kind for r in result.regions)}); **{s['call']}**: {s['explanation']}."
     )
     if result.clark is not None:
         c = result.clark
         summary += (
-            f" Clark exponential: alpha {_fmt(c.alpha_per_km)} per km "
-            f"(95 % CI {_fmt(c.ci_low)}-{_fmt(c.ci_high)})."
+            f" **Clark alpha** {_fmt(c.alpha_per_km)} per km "
+            f"(95 % CI {_fmt(c.ci_low)}-{_fmt(c.ci_high)}): the decay rate of an exponential "
+            "D0 exp(-alpha r) fitted to C above the rural baseline (positive = density falls "
+            "outwards). The two alphas measure different things and differ in sign and size."
         )
-    if result.notes:
-        summary += " Notes: " + "; ".join(result.notes) + "."
+    if result.mode != "geo":
+        summary += (
+            " The inputs carry no georeference: `centres.geojson` holds local metres from the "
+            "image's top-left corner (no CRS), and `classes.tif` has no CRS."
+        )
     report.section(title, summary)
+    if result.warnings:
+        report.text(
+            "**Warning: the method's assumptions fail here**; the numbers are the procedure's "
+            "but do not mean what it says they mean:\n\n"
+            + "\n".join(f"- {w}" for w in result.warnings)
+        )
+    other = [n for n in result.notes if not n.startswith("assumption failed:")]
+    if other:
+        report.text("Notes: " + "; ".join(other) + ".")
     px = result.pixel_size_m
     if "optical" in views:
         report.image_map(views["optical"], title="Optical (true colour)", pixel_size_m=px)
@@ -168,18 +190,14 @@ def add_city_section(
         class_colors=CLASS_COLOURS,
         caption="water / terrain / urban / centre (all centre pixels)",
     )
-    report.figure(
-        profile_figure(result, title=title),
-        caption="Density profile: min-max and IQR bands, mean, median, trend through "
-        "the minima (x), target and LD; K-means regions (green uniform, orange "
-        "high variation)",
-    )
+    report.figure(profile_figure(result, title=title), caption=profile_caption(result))
     fig = clark_figure(result)
     if fig is not None:
         report.figure(fig, caption="Clark exponential fit (geo mode)")
     report.table(
-        [r.as_dict(result.distance_km, result.trend.residuals) for r in result.regions],
-        caption="K-means regions of the residual profile",
+        m["regions"],
+        caption="K-means regions of the residual profile (gradient: the region's own slope of "
+        "the mean, C per km; steep: steeper than the city's average)",
     )
     flat = {k: v for k, v in m.items() if not isinstance(v, dict | list)}
     report.metrics(flat, caption="Metrics")
@@ -227,22 +245,36 @@ def write_outputs(
             nodata=0,
             cog=True,
             band_names=["class"],
+            class_names=list(CLASS_NAMES),
+            class_colors=CLASS_COLOURS,
             tags={"classes": ",".join(f"{i}={n}" for i, n in enumerate(CLASS_NAMES))},
         )
-        write_geojson(stage / "centres.geojson", centre_features(result, grid), grid.crs)
+        write_geojson(
+            stage / "centres.geojson",
+            centre_features(result, grid),
+            grid.crs,
+            frame=LOCAL_FRAME if grid.crs is None else None,
+        )
         fig = profile_figure(result, title=title)
         fig.savefig(stage / "profile.png", dpi=110, bbox_inches="tight")
         if html:
             report = build_report(result, grid, views, title=title, command=command, inputs=inputs)
-            report.write(stage / "report.html")
+            # written here and announced once moved: the staging folder's name means nothing
+            with atomic_write(stage / "report.html") as tmp:
+                tmp.write_text(report.to_html(), encoding="utf-8")
         paths = {}
         for name in OUTPUT_FILES:
             if name == "report.html" and not html:
                 continue
             os.replace(stage / name, out / name)
             paths[name] = out / name
+        sidecar = stage / "classes.tif.aux.xml"
+        if sidecar.exists():
+            os.replace(sidecar, out / sidecar.name)
+            paths[sidecar.name] = out / sidecar.name
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    logger.info("outputs written to %s (%s)", out, ", ".join(sorted(paths)))
     return paths
 
 
@@ -323,6 +355,7 @@ def comparison_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "n_centres": m["structure"]["n_centres"],
                 "urban_km2": round(m["urban_area_km2"], 2),
                 "threshold_method": m["thresholds"]["class_fit"]["method"],
+                "warnings": len(m.get("warnings", [])),
                 "seconds": m["analysis_seconds"],
             }
         )
