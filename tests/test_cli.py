@@ -109,3 +109,23 @@ def test_bad_option_values_are_one_line_errors_naming_the_option(tmp_path: Path)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "'forcast'" in lines[0] and "'forecast'" in lines[0]
     assert lines[0].startswith("eokit: error: ") and "eokit timeseries --help" in lines[0]
+
+
+def test_threads_default_to_the_usable_cpus_and_follow_the_option(monkeypatch, run_cli):
+    import torch
+
+    from eokit import cli as cli_module
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(cli_module.os, "sched_getaffinity", lambda _pid: {3}, raising=False)
+        assert cli_module.set_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's setting wins over the default
+        assert cli_module.set_threads() == 2
+        code, _, err = run_cli(["--threads", "1", "weights", "list"])
+        assert code == 0, err
+        assert torch.get_num_threads() == 1
+        assert run_cli(["--threads", "0", "weights", "list"])[0] == 2
+    finally:
+        torch.set_num_threads(before)
