@@ -129,3 +129,4 @@ def test_threads_default_to_the_usable_cpus_and_follow_the_option(monkeypatch, r
         assert run_cli(["--threads", "0", "weights", "list"])[0] == 2
     finally:
         torch.set_num_threads(before)
+

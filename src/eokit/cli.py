@@ -132,6 +132,13 @@ def main(argv: list[str] | None = None) -> Any:
     except EokitError as error:
         click.echo(f"eokit: error: {error}", err=True)
         sys.exit(2)
+    except OSError as error:  # unwritable or full output folder, a file where a folder goes...
+        logging.getLogger("eokit").debug("file system error", exc_info=True)
+        where = f"{error.filename}: " if error.filename else ""
+        reason = error.strerror or str(error)
+        click.echo(f"eokit: error: {where}{reason} (check the path, its permissions and free "
+                   "space)", err=True)
+        sys.exit(2)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("eokit: aborted", err=True)
         sys.exit(130)

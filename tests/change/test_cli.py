@@ -457,3 +457,13 @@ def test_resumed_fit_equals_an_uninterrupted_one_with_worker_processes(tmp_path,
     resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_an_output_path_that_is_a_file_is_one_line(tmp_path, model_file, pair_files, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    code, _, err = _run(["change", "predict", str(pair_files["A"]), str(pair_files["B"]),
+                         "--checkpoint", str(model_file), "--domain", "sim_buildings",
+                         "-o", str(blocker)], capsys)
+    assert code == 2 and "afile" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
