@@ -563,3 +563,21 @@ def test_geojson_without_crs_names_its_frame(tmp_path):
     assert collection["features"][0]["geometry"]["coordinates"] == [100.0, -50.0]
     unnamed = json.loads(write_geojson(tmp_path / "d.geojson", [feature], None).read_text())
     assert "not WGS84" in unnamed["coordinate_frame"]
+
+
+def test_grid_mismatch_points_to_a_tool_that_exists():
+    from eokit.core.errors import InputError
+    from eokit.core.raster import check_aligned
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from eokit.core.types import Grid
+
+    crs = CRS.from_epsg(32633)
+    a = Grid(crs=crs, transform=Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0),
+             width=8, height=8)
+    b = Grid(crs=crs, transform=Affine(10.0, 0.0, 500100.0, 0.0, -10.0, 5000000.0),
+             width=8, height=8)
+    with pytest.raises(InputError, match="rio warp") as info:
+        check_aligned(a=a, b=b)
+    assert "--align" not in str(info.value)

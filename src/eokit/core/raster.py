@@ -488,8 +488,8 @@ def check_aligned(**named: Grid | Raster) -> None:
         if not first.same_as(other):
             raise InputError(
                 f"{first_name} and {other_name} are not on the same grid "
-                f"({_grid_difference(first, other)}); resample one onto the other "
-                "(eokit.core.raster.align_to or an --align option)",
+                f"({_grid_difference(first, other)}); resample one onto the other, e.g. "
+                "'rio warp OTHER.tif OUT.tif --like FIRST.tif' or eokit.core.raster.align_to",
                 parameter=f"{first_name.split(' ')[0]}/{other_name.split(' ')[0]}",
             )
 
