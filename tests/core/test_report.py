@@ -251,3 +251,117 @@ def test_overlay_outline_lies_on_the_masked_pixels() -> None:
     cols = (outline[:, 1] - left) / scale_x
     assert 8 <= rows.min() and rows.max() <= 42, (rows.min(), rows.max())
     assert 118 <= cols.min() and cols.max() <= 182, (cols.min(), cols.max())
+
+
+# ------------------------------------------------------------------- map layout and legends
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Figures rendered by the report, kept for inspection after their PNG is made."""
+    from eokit.core import report as report_module
+
+    figures: list[Any] = []
+    original = report_module._figure_png
+
+    def keep(fig: Any, dpi: int) -> tuple[bytes, int, int]:
+        out = original(fig, dpi)
+        figures.append(fig)
+        return out
+
+    monkeypatch.setattr(report_module, "_figure_png", keep)
+    return figures
+
+
+def _extent(artist: Any, fig: Any) -> Any:
+    return artist.get_window_extent(fig.canvas.get_renderer())
+
+
+def test_colour_bar_is_as_tall_as_the_map_and_clear_of_the_legend(drawn: list[Any]) -> None:
+    values = np.random.default_rng(0).random((100, 300)).astype(np.float32)
+    mask = np.zeros((100, 300), bool)
+    mask[20:60, 100:200] = True
+    Report("x").image_map(values, title="p", pixel_size_m=10.0, colorbar_label="probability",
+                          overlay=mask, overlay_label="reference")
+    fig = drawn[0]
+    map_ax = fig.axes[0]
+    (bar_ax,) = map_ax.child_axes
+    renderer = fig.canvas.get_renderer()
+    map_box, bar_box = map_ax.get_window_extent(renderer), bar_ax.get_window_extent(renderer)
+    assert bar_box.height == pytest.approx(map_box.height, rel=0.02)
+    assert bar_box.y0 == pytest.approx(map_box.y0, abs=2)
+    legend_box = _extent(map_ax.get_legend(), fig)
+    assert legend_box.x0 >= bar_ax.get_tightbbox(renderer).x1  # not on the colour bar's labels
+
+
+def test_binary_map_gets_a_legend_not_a_colour_bar(drawn: list[Any]) -> None:
+    binary = (np.arange(200)[None, :] > 80).repeat(50, 0).astype(np.float32)
+    binary[0, 0] = np.nan
+    Report("x").image_map(binary, title="b", pixel_size_m=10.0, cmap="gray", vmin=0, vmax=1,
+                          binary_labels=("no change", "change"))
+    fig = drawn[0]
+    assert len(fig.axes) == 1 and not fig.axes[0].child_axes  # no colour bar
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["no change", "change", "no data"]
+
+
+def test_binary_map_against_a_reference_is_keyed_tp_fp_fn(drawn: list[Any]) -> None:
+    from matplotlib.image import imread
+
+    predicted = np.zeros((60, 120), np.float32)
+    predicted[:, 40:] = 1
+    reference = np.zeros((60, 120), bool)
+    reference[:, 80:] = True
+    reference[:, :20] = True
+    report = Report("x")
+    report.image_map(predicted, title="b", cmap="gray", vmin=0, vmax=1, overlay=reference,
+                     overlay_label="reference change")
+    labels = [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
+    assert [label[:3] for label in labels] == ["TP:", "FP:", "FN:", "TN:"]
+    assert "reference change" in labels[0] and "(33.3%)" in labels[0]
+    (png,) = _embedded_pngs(report.to_html())
+    pixels = imread(io.BytesIO(png))[..., :3]
+    box = _extent(drawn[0].axes[0], drawn[0])
+    row = int(pixels.shape[0] - (box.y0 + box.y1) / 2)  # middle of the map, image rows downwards
+
+    def colour_at(column_fraction: float) -> np.ndarray:
+        return pixels[row, int(box.x0 + column_fraction * box.width)]
+
+    assert colour_at(0.5) == pytest.approx((0.894, 0.102, 0.110), abs=0.02)  # FP red
+    assert colour_at(0.08) == pytest.approx((0.216, 0.494, 0.722), abs=0.02)  # FN blue
+
+
+def test_scale_bar_and_north_marker_lie_outside_the_map(drawn: list[Any]) -> None:
+    Report("x").image_map(np.zeros((100, 200)), title="m", pixel_size_m=10.0)
+    fig = drawn[0]
+    ax = fig.axes[0]
+    map_box = _extent(ax, fig)
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    (bar,) = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+    assert _extent(bar, fig).y1 <= map_box.y0 + 1
+    (north,) = [t for t in ax.texts if "N" in t.get_text()]
+    assert _extent(north, fig).y1 <= map_box.y0 + 1
+
+
+def test_rgb_quicklook_keeps_grey_surfaces_grey() -> None:
+    rng = np.random.default_rng(0)
+    image = np.stack([0.03 + 0.25 * rng.random((50, 50)), 0.05 + 0.05 * rng.random((50, 50)),
+                      0.04 + 0.02 * rng.random((50, 50))]).astype(np.float32)
+    image[:, 20:25, :] = 0.12  # a road: the same reflectance in every band
+    rgb = rgb_quicklook(image, bands=(0, 1, 2))
+    road = rgb[22, 10]
+    assert 0.05 < road[0] < 0.95
+    assert road[0] == pytest.approx(road[1]) == pytest.approx(road[2])
+
+
+def test_days_map_shows_dates_and_its_origin(drawn: list[Any]) -> None:
+    days = np.linspace(0, 365, 100 * 100).reshape(100, 100).astype(np.float32)
+    Report("x").image_map(days, title="d", cmap="plasma", vmin=0, vmax=365,
+                          colorbar_label="days", time_origin="2021-03-01")
+    (bar,) = drawn[0].axes[0].child_axes
+    assert "2021-03-01" in bar.get_ylabel()
+    drawn[0].canvas.draw()
+    ticks = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+    assert ticks and all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", t) for t in ticks), ticks
+    assert ticks[0] == "2021-03-01"

@@ -224,9 +224,10 @@ def rgb_quicklook(
 ) -> np.ndarray:
     """Contrast-stretched RGB composite of a multi-band image, for display.
 
-    Each chosen band is stretched linearly between its own low/high percentiles (computed on
-    finite values only, on a subsample for large images) and clipped to 0..1. Non-finite
-    pixels become 0 (black).
+    The three chosen bands are stretched jointly: one linear stretch between the low/high
+    percentiles of all three together (finite values only, on a subsample for large images),
+    clipped to 0..1, so a grey surface (equal values in every band, e.g. a road) stays grey; a
+    stretch per band would tint it. Non-finite pixels become 0 (black).
 
     Args:
         image: (C, H, W) array, any numeric dtype (e.g. reflectance B,G,R,NIR,... 0–1).
@@ -259,16 +260,16 @@ def rgb_quicklook(
     height, width = array.shape[1:]
     step = max(1, int(math.sqrt(height * width / 250_000)))
     out = np.zeros((height, width, 3), dtype=np.float32)
-    for position, band in enumerate(bands):
-        channel = array[int(band)].astype(np.float32)
-        finite = np.isfinite(channel)
-        sample = channel[::step, ::step][finite[::step, ::step]]
-        if sample.size == 0:
-            continue
-        low, high = np.percentile(sample, [low_pct, high_pct])
-        scale = float(high - low) if high > low else 1.0
+    channels_shown = [array[int(band)].astype(np.float32) for band in bands]
+    samples = [c[::step, ::step] for c in channels_shown]
+    sample = np.concatenate([c[np.isfinite(c)] for c in samples])
+    if sample.size == 0:
+        return out
+    low, high = np.percentile(sample, [low_pct, high_pct])
+    scale = float(high - low) if high > low else 1.0
+    for position, channel in enumerate(channels_shown):
         stretched = (channel - float(low)) / scale
-        stretched[~finite] = 0.0
+        stretched[~np.isfinite(channel)] = 0.0
         out[..., position] = np.clip(stretched, 0.0, 1.0)
     return out
 
@@ -350,37 +351,105 @@ def _figure_png(fig: Figure, dpi: int) -> tuple[bytes, int, int]:
 def _add_scale_bar(ax: Axes, width_px: int, pixel_size_m: float, *, north_arrow: bool) -> None:
     from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
+    # Scale bar and north marker sit under the map, outside it: a box on the map hides data.
     length_m = nice_scale_length(0.25 * width_px * pixel_size_m)
     bar = AnchoredSizeBar(
         ax.transData,
         length_m / pixel_size_m,
         _format_length(length_m),
-        loc="lower right",
-        pad=0.4,
-        borderpad=0.6,
+        loc="upper right",
+        bbox_to_anchor=(1.0, -0.01),
+        bbox_transform=ax.transAxes,
+        pad=0.1,
+        borderpad=0.0,
         sep=3,
         color="black",
-        frameon=True,
+        frameon=False,
         size_vertical=max(1.0, 0.008 * width_px),
     )
-    bar.patch.set_alpha(0.75)
-    bar.patch.set_edgecolor("none")
     ax.add_artist(bar)
     if not north_arrow:
         return
     ax.text(
-        0.035,
-        0.965,
-        "▲\nN",
+        0.0,
+        -0.015,
+        "▲ N (north up)",
         transform=ax.transAxes,
-        ha="center",
+        ha="left",
         va="top",
         fontsize=9,
         fontweight="bold",
-        linespacing=0.95,
         color="black",
-        bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
     )
+
+
+def _is_binary(data: np.ndarray) -> bool:
+    """True for a single-band array whose finite values are only 0 and 1 (at least one)."""
+    if data.ndim != 2 or data.dtype == np.bool_:
+        return data.ndim == 2
+    values = np.asarray(data)
+    if np.issubdtype(values.dtype, np.floating):
+        values = values[np.isfinite(values)]
+    return bool(values.size) and bool(np.isin(values, (0, 1)).all())
+
+
+#: Agreement map colours: true negative, false positive, false negative, true positive.
+AGREEMENT_COLOURS = ("#1a1a1a", "#e41a1c", "#377eb8", "#f7f7f7")
+
+
+def _draw_agreement(
+    ax: Axes,
+    predicted: np.ndarray,
+    reference: np.ndarray,
+    extent: tuple[float, float, float, float],
+    *,
+    positive: str,
+    reference_name: str,
+) -> list[Any]:
+    """Draw TP/FP/FN/TN of a binary map against a boolean reference; returns the legend key."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.patches import Patch
+
+    values = np.asarray(predicted, dtype=np.float32)
+    missing = np.isnan(values)
+    mapped = np.nan_to_num(values) > 0.5
+    code = mapped.astype(np.int8) + 2 * reference.astype(np.int8)  # 0 TN, 1 FP, 2 FN, 3 TP
+    shown = np.ma.masked_where(missing, code)
+    colormap = ListedColormap(list(AGREEMENT_COLOURS)).with_extremes(bad=(0.85, 0.85, 0.85, 1.0))
+    ax.imshow(
+        shown, cmap=colormap, norm=BoundaryNorm(np.arange(-0.5, 4), 4), extent=extent,
+        interpolation="nearest",
+    )
+    names = (
+        "TN: neither",
+        f"FP: {positive}, not {reference_name}",
+        f"FN: {reference_name}, not {positive}",
+        f"TP: {positive} and {reference_name}",
+    )
+    order = (3, 1, 2, 0)
+    handles = [
+        Patch(
+            facecolor=AGREEMENT_COLOURS[i],
+            edgecolor="0.3",
+            label=f"{names[i]} ({float((code[~missing] == i).mean()):.1%})",
+        )
+        for i in order
+    ]
+    if missing.any():
+        handles.append(Patch(facecolor=(0.85, 0.85, 0.85), edgecolor="0.3", label="no data"))
+    return handles
+
+
+class _DateFromDays:
+    """Colour-bar tick formatter: days after an origin shown as calendar dates."""
+
+    def __init__(self, origin: np.datetime64) -> None:
+        self.origin = origin
+
+    def __call__(self, value: float, position: Any = None) -> str:
+        if not math.isfinite(value):
+            return ""
+        return str(self.origin + np.timedelta64(int(round(value)), "D"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,8 +606,14 @@ class Report:
         overlay_label: str | None = None,
         overlay_color: str = "#ff2020",
         north_up: bool = True,
+        binary_labels: tuple[str, str] = ("0", "1"),
+        time_origin: Any = None,
     ) -> None:
         """Add a map: a raster drawn north-up, with colour bar, scale bar and overlay.
+
+        A single-band map whose values are only 0 and 1 (and NaN) is drawn as two categories with
+        a legend (``binary_labels``), not a colour bar; with a boolean ``overlay`` (a reference)
+        it becomes an agreement map: true/false positives, false/true negatives, with a key.
 
         Args:
             array: (H, W) values (NaN = no data, shown grey) or (3, H, W) / (H, W, 3) RGB in 0..1
@@ -556,6 +631,9 @@ class Report:
             overlay_label: Legend entry for a boolean overlay.
             overlay_color: Colour of a boolean overlay (outline, and fill at 25 % opacity).
             north_up: Rows run north to south (true for grids without rotation); draws "N" arrow.
+            binary_labels: Legend names of the values 0 and 1 of a binary map.
+            time_origin: Date (anything ``numpy.datetime64`` takes) that value 0 of a map of
+                days stands for: the colour bar then shows calendar dates and names the origin.
 
         Raises:
             InputError: if the array or overlay shape is wrong.
@@ -587,7 +665,45 @@ class Report:
         fig = _new_figure(fig_width, max(2.5, min(fig_width * aspect, 9.0)) + 0.5)
         ax = fig.add_subplot()
         legend_handles: list[Any] = []
-        if is_rgb:
+        colorbar_axes: Any = None
+        binary = not is_rgb and classes is None and _is_binary(data)
+        agreement = (
+            binary and overlay is not None and np.asarray(overlay).dtype == np.bool_
+        )
+        if agreement:
+            reference = np.asarray(overlay)
+            if reference.shape != (height, width):
+                raise InputError(
+                    f"overlay shape {reference.shape} differs from the map's {(height, width)}",
+                    parameter="overlay",
+                )
+            legend_handles = _draw_agreement(
+                ax, data[::step, ::step], reference[::step, ::step], extent,
+                positive="mapped" if tuple(binary_labels) == ("0", "1") else binary_labels[1],
+                reference_name=overlay_label or "overlay",
+            )
+            overlay = None
+        elif binary:
+            scalar = colormaps[cmap]
+            colors = [scalar(0.0), scalar(1.0)]
+            shown = data[::step, ::step].astype(np.float32)
+            colormap = ListedColormap(colors).with_extremes(bad=(0.85, 0.85, 0.85, 1.0))
+            ax.imshow(
+                np.ma.masked_invalid(shown),
+                cmap=colormap,
+                norm=BoundaryNorm([-0.5, 0.5, 1.5], 2),
+                extent=extent,
+                interpolation="nearest",
+            )
+            legend_handles = [
+                Patch(facecolor=color, edgecolor="0.3", label=str(name))
+                for color, name in zip(colors, binary_labels, strict=True)
+            ]
+            if np.isnan(shown).any():
+                legend_handles.append(
+                    Patch(facecolor=(0.85, 0.85, 0.85), edgecolor="0.3", label="no data")
+                )
+        elif is_rgb:
             rgb = data.astype(np.float32)
             if data.dtype == np.uint8:
                 rgb = rgb / 255.0
@@ -633,9 +749,16 @@ class Report:
                 extent=extent,
                 interpolation="nearest",
             )
-            colorbar = fig.colorbar(image, ax=ax, shrink=0.85, pad=0.02)
-            if colorbar_label:
-                colorbar.set_label(str(colorbar_label))
+            # attached to the map axes: exactly the map's height, beside it
+            colorbar_axes = ax.inset_axes((1.02, 0.0, 0.03, 1.0))
+            colorbar = fig.colorbar(image, cax=colorbar_axes)
+            label = str(colorbar_label) if colorbar_label else None
+            if time_origin is not None:
+                origin = np.datetime64(time_origin, "D")
+                colorbar.ax.yaxis.set_major_formatter(_DateFromDays(origin))
+                label = f"date (colour: {label or 'days'} after {origin})"
+            if label:
+                colorbar.set_label(label)
         if overlay is not None:
             legend_handles += self._draw_overlay(
                 ax, overlay, (height, width), step, extent, overlay_color
@@ -649,10 +772,22 @@ class Report:
         ax.set_xticks([])
         ax.set_yticks([])
         if legend_handles:
+            if colorbar_axes is not None:
+                from matplotlib.transforms import offset_copy
+
+                # right of the colour bar's tick labels and label, measured once drawn
+                fig.canvas.draw()
+                renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+                outer = colorbar_axes.get_tightbbox(renderer)
+                points = (outer.x1 - colorbar_axes.bbox.x1) * 72.0 / fig.dpi + 6.0
+                anchor = offset_copy(colorbar_axes.transAxes, fig=fig, x=points, units="points")
+            else:
+                anchor = ax.transAxes
             ax.legend(
                 handles=legend_handles,
                 loc="upper left",
-                bbox_to_anchor=(1.02, 1.0),
+                bbox_to_anchor=(1.02 if colorbar_axes is None else 1.0, 1.0),
+                bbox_transform=anchor,
                 frameon=False,
                 fontsize=9,
             )

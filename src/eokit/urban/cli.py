@@ -124,8 +124,12 @@ def analyze_command(
     for note in m.get("notes", []):
         if not note.startswith("assumption failed:"):
             click.echo(f"note: {note}")
-    for warning in m.get("warnings", []):
-        click.echo(f"WARNING: {warning}")
+    if m.get("warnings"):
+        click.echo(
+            f"WARNING: {len(m['warnings'])} assumption(s) of the method fail here (logged above; "
+            "'warnings' in metrics.json): "
+            + "; ".join(w.split(":")[0] for w in m["warnings"])
+        )
     click.echo(f"outputs in {out_dir}")
 
 
