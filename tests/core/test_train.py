@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -433,3 +435,32 @@ def test_mid_epoch_resume_trains_the_rest_of_that_epoch_bit_identically(script: 
     for (key, a), b in zip(reference.state_dict().items(), task.state_dict().values(),
                            strict=True):
         assert torch.equal(a, b), key
+
+
+def _handlers_reached(name: str) -> int:
+    """How many handlers a record of logger ``name`` reaches (stops where propagation stops)."""
+    count, current = 0, logging.getLogger(name)
+    while current is not None:
+        count += len(current.handlers)
+        if not current.propagate:
+            break
+        current = current.parent  # type: ignore[assignment]
+    return count
+
+
+def test_lightning_messages_reach_one_handler_without_adverts(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from eokit.core.train import make_trainer
+
+    root = logging.getLogger()
+    application = logging.StreamHandler(io.StringIO())
+    root.addHandler(application)
+    try:
+        with caplog.at_level(logging.INFO):
+            make_trainer(tmp_path, max_epochs=1, progress=False)
+        reached = _handlers_reached("lightning.pytorch.utilities.rank_zero")
+        assert reached == len(root.handlers)  # the application's handlers only, not Lightning's
+    finally:
+        root.removeHandler(application)
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("lightning")]
+    assert any("GPU available" in m for m in messages)
+    assert not any("litlogger" in m.lower() for m in messages)

@@ -522,6 +522,35 @@ def check_trainer_options(keys: Iterable[str], source: str) -> None:
     _check_trainer_keys([k for k in keys if k not in _EOKIT_TRAINER_OPTIONS], source)
 
 
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's promotion of its cloud logger (shown on every Trainer)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage().lower()
+
+
+def route_lightning_logs() -> None:
+    """One handler for Lightning's messages, and no adverts.
+
+    ``import lightning`` attaches its own console handler that also propagates, so under an
+    application that configured logging (the eokit CLI) every message printed twice. When the
+    root logger has handlers, Lightning's console handlers are removed and its messages go
+    through the application's; otherwise Lightning keeps its own single handler.
+    """
+    root_has_handlers = logging.getLogger().hasHandlers()
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        package = logging.getLogger(name)
+        if root_has_handlers:
+            for handler in list(package.handlers):
+                if type(handler) is logging.StreamHandler:
+                    package.removeHandler(handler)
+            package.propagate = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        source = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdverts) for f in source.filters):
+            source.addFilter(_NoAdverts())
+
+
 def make_trainer(
     out_dir: str | Path,
     *,
@@ -604,6 +633,7 @@ def make_trainer(
     if precision is not None:
         kwargs["precision"] = precision
     kwargs.update(overrides)
+    route_lightning_logs()
     logger.info("trainer: accelerator=%s devices=%s max_epochs=%s max_steps=%s out=%s",
                 kwargs["accelerator"], kwargs["devices"], kwargs["max_epochs"],
                 kwargs["max_steps"], out)
