@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "grounding": ("eokit.grounding.cli:grounding", "Detection and visual grounding."),
     "agent": ("eokit.agent.cli:agent", "Tool server exposing eokit to LLM agents."),
     "weights": ("eokit.core.weights_cli:weights", "Pretrained weights catalogue: list, verify."),
+    "predict": ("eokit.core.predict_cli:predict",
+                "Run your own TorchScript/ONNX model over GeoTIFFs of any size."),
 }
 
 

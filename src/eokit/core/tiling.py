@@ -741,6 +741,7 @@ def predict_raster(
     band_width: int = 4096,
     align: int = 1,
     expected_bands: int | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Path:
     """Run ``model`` over GeoTIFF(s) window by window and stream the blended result to a GeoTIFF.
 
@@ -781,6 +782,7 @@ def predict_raster(
             file (checked before any work).
         align: Stride of the model: windows start at multiples of it and the scene is seen
             edge-padded to a multiple of it (see the module docstring); 1 = no constraint.
+        tags: Extra dataset tags of the output (e.g. ``CLASS_<i>`` class names).
 
     Returns:
         The output path.
@@ -846,7 +848,7 @@ def predict_raster(
         cog=cog,
         band_names=band_names,
         compress=compress,
-        tags={"eokit_tiling": f"tile={tile} overlap={overlap} blend={blend}"},
+        tags={**(tags or {}), "eokit_tiling": f"tile={tile} overlap={overlap} blend={blend}"},
     )
     logger.info(
         "tiled inference on %s (%s) -> %s", ", ".join(map(str, paths)), grid.describe(), output
