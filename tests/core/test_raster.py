@@ -581,3 +581,27 @@ def test_grid_mismatch_points_to_a_tool_that_exists():
     with pytest.raises(InputError, match="rio warp") as info:
         check_aligned(a=a, b=b)
     assert "--align" not in str(info.value)
+
+
+def test_simulator_writes_cogs_with_class_names(tmp_path):
+    from eokit.core.synth.change import write_change_dataset
+    from eokit.core.synth.city import generate_city, write_city
+    from eokit.core.synth.scene import generate_scene, write_scene
+
+    scene = generate_scene(size=64, seed=0)
+    files = write_scene(scene, tmp_path / "scene")
+    city = generate_city(64, kind="mono", alpha_per_km=1.0, seed=0)
+    city_files = write_city(city, tmp_path / "city", stem="c")
+    change = write_change_dataset(tmp_path / "change", count=3, size=32)
+    tifs = [files["landcover"], city_files["optical_tif"], city_files["sar_tif"],
+            *(change["root"] / sub / "pair_0000.tif" for sub in ("A", "B", "label"))]
+    for path in tifs:
+        with rasterio.open(path) as src:
+            assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG", path
+    with rasterio.open(files["landcover"]) as src:
+        assert src.colormap(1) and src.descriptions == ("landcover",)
+    gdal_names = _gdal_category_names(files["landcover"])
+    if gdal_names is not None:
+        assert gdal_names == list(scene.class_names)
+    with rasterio.open(city_files["sar_tif"]) as src:
+        assert src.units == ("dB",)

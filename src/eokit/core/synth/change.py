@@ -387,7 +387,8 @@ def write_change_dataset(
 ) -> dict[str, Path]:
     """Write ``count`` simulated pairs as GeoTIFFs in the LEVIR-CD/BIT layout.
 
-    ``out_dir/{A,B,label}/<name>.tif`` and ``out_dir/list/<split>.txt``; labels are 0/255 uint8.
+    ``out_dir/{A,B,label}/<name>.tif`` (COGs) and ``out_dir/list/<split>.txt``; labels are 0/255
+    uint8.
     Each pair lies at its own map position so the tiles do not overlap.
 
     Returns:
@@ -409,9 +410,15 @@ def write_change_dataset(
             origin=(500000.0 + index * size * 10.0, 5000000.0),
         )
         name = f"pair_{index:04d}"
-        write_raster(out / "A" / f"{name}.tif", pair.image_a, pair.grid)
-        write_raster(out / "B" / f"{name}.tif", pair.image_b, pair.grid)
-        write_raster(out / "label" / f"{name}.tif", (pair.label * 255).astype(np.uint8), pair.grid)
+        write_raster(out / "A" / f"{name}.tif", pair.image_a, pair.grid, cog=True)
+        write_raster(out / "B" / f"{name}.tif", pair.image_b, pair.grid, cog=True)
+        write_raster(
+            out / "label" / f"{name}.tif",
+            (pair.label * 255).astype(np.uint8),
+            pair.grid,
+            cog=True,
+            band_names=["change (255) / no change (0)"],
+        )
         names.append(name)
     bounds = np.cumsum([0.0, *fractions])
     bounds = np.round(bounds / bounds[-1] * count).astype(int)

@@ -293,12 +293,15 @@ def write_city(city: City, out_dir: str | Path, *, stem: str = "city") -> dict[s
         out / f"{stem}_optical.tif",
         city.reflectance,
         city.grid,
+        cog=True,
         band_names=["red", "green", "blue"],
+        units="reflectance",
     )
     paths["sar_tif"] = write_raster(
-        out / f"{stem}_sar_db.tif", city.sar_db, city.grid, band_names=["vv_db"]
+        out / f"{stem}_sar_db.tif", city.sar_db, city.grid, cog=True, band_names=["vv_db"],
+        units="dB",
     )
     paths["density_tif"] = write_raster(
-        out / f"{stem}_density.tif", city.density, city.grid, band_names=["rho"]
+        out / f"{stem}_density.tif", city.density, city.grid, cog=True, band_names=["rho"]
     )
     return paths

@@ -935,8 +935,9 @@ def _legend(class_names: tuple[str, ...]) -> list[dict[str, Any]]:
 def write_scene(scene: Scene, out_dir: str | Path) -> dict[str, Path]:
     """Write a scene as GeoTIFFs plus a JSON legend, each file atomically.
 
-    Files: ``reflectance.tif`` (6-band float32 COG, band names), ``landcover.tif`` (uint8 tiled
-    GeoTIFF with colour table and class names in tags ``CLASS_<id>``), ``sar_vv_db.tif``
+    Files: ``reflectance.tif`` (6-band float32 COG, band names), ``landcover.tif`` (uint8 COG
+    with a colour table, GDAL category names in ``landcover.tif.aux.xml`` and the names also in
+    tags ``CLASS_<id>``), ``sar_vv_db.tif``
     (float32 COG, dB) and ``classes.json`` (id, name, colour; plus generation parameters).
 
     Args:
@@ -946,8 +947,6 @@ def write_scene(scene: Scene, out_dir: str | Path) -> dict[str, Path]:
     Returns:
         {"reflectance", "landcover", "sar_vv_db", "classes"} -> path.
     """
-    import rasterio
-
     from eokit.core.raster import atomic_write, write_raster
 
     out = Path(out_dir)
@@ -981,21 +980,20 @@ def write_scene(scene: Scene, out_dir: str | Path) -> dict[str, Path]:
         },
     )
     class_tags = {f"CLASS_{i}": name for i, name in enumerate(scene.class_names)}
-    with atomic_write(paths["landcover"]) as tmp:
-        write_raster(
-            tmp,
-            scene.landcover,
-            scene.grid,
-            dtype="uint8",
-            cog=False,
-            band_names=["landcover"],
-            tags={**provenance, **class_tags, "class_names": json.dumps(list(scene.class_names))},
-        )
-        colormap = {
-            i: (*CLASS_COLORS.get(n, (128, 128, 128)), 255) for i, n in enumerate(scene.class_names)
-        }
-        with rasterio.open(tmp, "r+") as dataset:
-            dataset.write_colormap(1, colormap)
+    write_raster(
+        paths["landcover"],
+        scene.landcover,
+        scene.grid,
+        dtype="uint8",
+        cog=True,
+        band_names=["landcover"],
+        class_names=list(scene.class_names),
+        class_colors=[
+            tuple(c / 255 for c in CLASS_COLORS.get(n, (128, 128, 128)))
+            for n in scene.class_names
+        ],
+        tags={**provenance, **class_tags, "class_names": json.dumps(list(scene.class_names))},
+    )
     write_raster(
         paths["sar_vv_db"],
         scene.sar_db,
