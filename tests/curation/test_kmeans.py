@@ -177,3 +177,16 @@ def test_nan_rows_are_named(tmp_path):
 def test_bad_keep_fraction(fitted, keep):
     with pytest.raises(InputError, match="keep"):
         sample_clusters(fitted, keep)
+
+
+def test_fit_on_a_subset_then_assign_everything(mixture):
+    x, component = mixture
+    full = hierarchical_kmeans(x, [24, 6], seed=0, chunk_rows=1000)
+    part = hierarchical_kmeans(x, [24, 6], seed=0, chunk_rows=1000, fit_points=1500)
+    assert part.meta["fit_points"] == 1500
+    assert part.assignments(1).shape == (len(x),)
+    assert part.levels[0].sizes.sum() == len(x)
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(component, part.assignments(1)) > 0.8 * adjusted_rand_score(
+        component, full.assignments(1))

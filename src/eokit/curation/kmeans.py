@@ -365,7 +365,43 @@ def _fit_level(source: EmbeddingSource, k: int, *, iterations: int, resample_ste
                sample_size: int, strategy: ResampleStrategy, seed: int,
                backend: Literal["faiss", "sklearn"], client: Any | None,
                init_sample: int, parent_out: np.ndarray, distance_out: np.ndarray,
-               weights: np.ndarray | None, level: int) -> KMeansLevel:
+               weights: np.ndarray | None, level: int, fit_points: int | None) -> KMeansLevel:
+    full = source
+    if fit_points is not None and len(source) > fit_points:
+        # Fit on a random subset held in memory, then assign every point in one streamed pass.
+        rows = _random_rows(len(source), fit_points, seed + 1)
+        source = EmbeddingSource(array=full.take(rows), chunk_rows=full.chunk_rows)
+        fit_parent = np.zeros(len(source), dtype=np.int32)
+        fit_distance = np.zeros(len(source), dtype=np.float32)
+        logger.info("level %d: fitting on %d of %d points", level, len(source), len(full))
+    else:
+        fit_parent, fit_distance = parent_out, distance_out
+    centroids, changed = _fit_centroids(
+        source, k, iterations=iterations, resample_steps=resample_steps,
+        sample_size=sample_size, strategy=strategy, seed=seed, backend=backend,
+        client=client if source is full else None, init_sample=init_sample,
+        parent_out=fit_parent, distance_out=fit_distance, level=level)
+    if source is not full:
+        _assign_all(full, centroids, backend, client, parent_out, distance_out)
+    inertia = sum(float(np.asarray(distance_out[s:e], dtype=np.float64).sum())
+                  for s, e in full.chunks())
+    labels_all = np.asarray(parent_out)
+    if weights is None:
+        sizes = np.zeros(k, dtype=np.int64)
+        for s, e in full.chunks():
+            sizes += np.bincount(np.asarray(labels_all[s:e], dtype=np.int64), minlength=k)
+    else:
+        sizes = np.bincount(labels_all.astype(np.int64), weights=weights, minlength=k)
+        sizes = np.rint(sizes).astype(np.int64)
+    return KMeansLevel(k=k, centroids=centroids, parent=parent_out, distances=distance_out,
+                       sizes=sizes, inertia=inertia, changed=changed)
+
+
+def _fit_centroids(source: EmbeddingSource, k: int, *, iterations: int, resample_steps: int,
+                   sample_size: int, strategy: ResampleStrategy, seed: int,
+                   backend: Literal["faiss", "sklearn"], client: Any | None,
+                   init_sample: int, parent_out: np.ndarray, distance_out: np.ndarray,
+                   level: int) -> tuple[np.ndarray, list[float]]:
     n, _ = source.shape
     rng = np.random.default_rng(seed)
     sample_rows = _random_rows(n, max(init_sample, k), seed)
@@ -392,18 +428,7 @@ def _fit_level(source: EmbeddingSource, k: int, *, iterations: int, resample_ste
         changed.append(moved / n)
         logger.info("level %d (k=%d) resampling round %d/%d: %.2f%% of points changed cluster",
                     level, k, step + 1, resample_steps, 100 * moved / n)
-    inertia = sum(float(np.asarray(distance_out[s:e], dtype=np.float64).sum())
-                  for s, e in source.chunks())
-    labels_all = np.asarray(parent_out)
-    if weights is None:
-        sizes = np.zeros(k, dtype=np.int64)
-        for s, e in source.chunks():
-            sizes += np.bincount(np.asarray(labels_all[s:e], dtype=np.int64), minlength=k)
-    else:
-        sizes = np.bincount(labels_all.astype(np.int64), weights=weights, minlength=k)
-        sizes = np.rint(sizes).astype(np.int64)
-    return KMeansLevel(k=k, centroids=centroids, parent=parent_out, distances=distance_out,
-                       sizes=sizes, inertia=inertia, changed=changed)
+    return centroids, changed
 
 
 def _assign_all(source: EmbeddingSource, centroids: np.ndarray,
@@ -501,6 +526,7 @@ def hierarchical_kmeans(
     backend: Backend = "auto",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     init_sample: int = 20000,
+    fit_points: int | None = None,
     out_dir: str | Path | None = None,
     client: Any | None = None,
 ) -> HierarchicalClusters:
@@ -518,6 +544,9 @@ def hierarchical_kmeans(
         backend: ``auto`` (faiss when installed), ``faiss`` or ``sklearn``.
         chunk_rows: Rows per chunk of level 1 (bounds the working memory).
         init_sample: Points the k-means++ initialisation looks at (at least ``k``).
+        fit_points: Fit level 1 on at most this many random points held in memory, then
+            assign all points in one streamed pass (None: every Lloyd iteration streams all
+            points). For archives where a full pass per iteration is too slow.
         out_dir: Folder for ``assign_level*.npy``, ``distance_level1.npy``, ``centroids_*``.
         client: A ``dask.distributed.Client``: level-1 chunk passes run as its tasks (the
             embeddings must then be a ``.npy`` path every worker can read).
@@ -535,6 +564,9 @@ def hierarchical_kmeans(
     if n < 1 or dim < 1:
         raise InputError(f"no embeddings (shape {source.shape})", **source.where())
     ks = check_levels(levels, n)
+    if fit_points is not None and fit_points < ks[0]:
+        raise InputError(f"must be >= the level-1 cluster count {ks[0]}, got {fit_points}",
+                         parameter="fit_points")
     if iterations < 1:
         raise InputError(f"must be >= 1, got {iterations}", parameter="iterations")
     if strategy not in ("closest", "random"):
@@ -565,7 +597,8 @@ def hierarchical_kmeans(
     try:
         return _fit_hierarchy(source, ks, steps, sizes, folder, iterations=iterations,
                               strategy=strategy, seed=seed, backend=chosen_backend,
-                              client=client, init_sample=init_sample, started=started)
+                              client=client, init_sample=init_sample, started=started,
+                              fit_points=fit_points)
     except BaseException:
         if folder is not None:  # nothing half-written stays behind
             for name in (".assign_level1.npy.tmp", ".distance_level1.npy.tmp"):
@@ -576,7 +609,8 @@ def hierarchical_kmeans(
 def _fit_hierarchy(source: EmbeddingSource, ks: list[int], steps: list[int], sizes: list[int],
                    folder: Path | None, *, iterations: int, strategy: ResampleStrategy,
                    seed: int, backend: Literal["faiss", "sklearn"], client: Any | None,
-                   init_sample: int, started: float) -> HierarchicalClusters:
+                   init_sample: int, started: float,
+                   fit_points: int | None) -> HierarchicalClusters:
     n, dim = source.shape
     chunk_rows = source.chunk_rows
     chosen_backend = backend
@@ -606,7 +640,7 @@ def _fit_hierarchy(source: EmbeddingSource, ks: list[int], steps: list[int], siz
             sample_size=size, strategy=strategy, seed=seed + 7919 * number,
             backend=chosen_backend, client=client if number == 1 else None,
             init_sample=init_sample, parent_out=parent, distance_out=distance,
-            weights=weights, level=number)
+            weights=weights, level=number, fit_points=fit_points if number == 1 else None)
         empty = int((result.sizes == 0).sum())
         if empty:
             logger.warning("level %d: %d of %d clusters are empty", number, empty, k)
@@ -620,7 +654,7 @@ def _fit_hierarchy(source: EmbeddingSource, ks: list[int], steps: list[int], siz
         "n_points": n, "dim": dim, "levels": ks, "iterations": iterations,
         "resample_steps": steps, "sample_size": sizes, "strategy": strategy, "seed": seed,
         "backend": chosen_backend, "chunk_rows": source.chunk_rows,
-        "distributed": client is not None,
+        "distributed": client is not None, "fit_points": fit_points,
         "source": str(source.path) if source.path is not None else None,
         "seconds": round(time.perf_counter() - started, 3),
         "sizes": [lv.sizes.tolist() for lv in fitted],
