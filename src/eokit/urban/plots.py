@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from eokit.urban.regions import mean_gradient, region_gradient
+
 REGION_COLOURS = {"uniform": "#8fd18f", "variation": "#f4a582", "unknown": "#cccccc"}
 
 
@@ -41,7 +43,7 @@ def profile_axes(ax: Any, result: Any, *, title: str | None = None, legend: bool
             xy=(0.99, t.target),
             xycoords=("axes fraction", "data"),
             ha="right",
-            va="bottom",
+            va="top",
             color="m",
             fontsize=8,
         )
@@ -103,8 +105,12 @@ def profile_figure(result: Any, *, title: str | None = None) -> Any:
         x0 = x[region.start]
         x1 = x[region.end + 1] if region.end + 1 < len(x) else x[region.end]
         bottom.axvspan(x0, x1, color=REGION_COLOURS.get(region.kind, "#cccccc"), alpha=0.5, lw=0)
+        steep = abs(region_gradient(x, result.profile.mean, region)) > mean_gradient(
+            x, result.profile.mean
+        )
+        label = f"R{i + 1}" + (" (steep)" if steep and region.kind == "uniform" else "")
         bottom.text(
-            (x0 + x1) / 2, 0, f"R{i + 1}", ha="center", va="bottom", fontsize=8, fontweight="bold"
+            (x0 + x1) / 2, 0, label, ha="center", va="bottom", fontsize=8, fontweight="bold"
         )
     bottom.plot(x, residuals, "k-", lw=1.2)
     bottom.axhline(0, color="k", lw=0.6)
