@@ -209,7 +209,7 @@ def write_results(
 
 
 def _is_quick(payload: dict[str, Any]) -> bool:
-    """Whether a result comes from a ``--quick`` run (flag in the payload or on the command line)."""
+    """Whether a result comes from a ``--quick`` run (payload flag or command line)."""
     flags = [payload.get("quick"), (payload.get("scale") or {}).get("quick")
              if isinstance(payload.get("scale"), dict) else None,
              (payload.get("config") or {}).get("quick")

@@ -67,7 +67,7 @@ def test_remap_rejects_a_block_count_of_another_model() -> None:
 @pytest.mark.skipif(not _installed("efficientnet_lite0.imagenet"), reason="carrier not installed")
 @pytest.mark.parametrize("name,size", [("efficientnet_lite0", 224), ("efficientnet_lite2", 260)])
 def test_pretrained_encoder_recognises_a_real_photo(name: str, size: int) -> None:
-    """matplotlib's sample photo of Grace Hopper in uniform: ImageNet class 652 (military uniform)."""
+    """matplotlib's sample photo of Grace Hopper: ImageNet class 652 (military uniform)."""
     import matplotlib.cbook
     from PIL import Image
 

@@ -47,7 +47,8 @@ def test_torchscript_model_writes_a_cog_on_the_input_grid(tmp_path, scene, run_c
         assert src.overviews(1) or src.width <= 512  # tiled COG layout
     assert (tmp_path / "out.html").is_file() and "report:" in stdout
     code, _, err = run_cli(["predict", "--model", str(model), "--in", str(path), "-o",
-                            str(tmp_path / "cls.tif"), "--bands", "3,2,1", "--scale", "2", "--argmax",
+                            str(tmp_path / "cls.tif"), "--bands", "3,2,1", "--scale", "2",
+                            "--argmax",
                             "--classes", "a,b,c,d", "--tile", "64", "--overlap", "32"])
     assert code == 0, err
     classes = read_raster(tmp_path / "cls.tif").data[0]

@@ -120,7 +120,7 @@ def _timm_features(name: str, pretrained: bool | str | Path, in_channels: int,
                                                        "first_conv": first_conv}}
     try:
         with hub_offline():
-            return timm.create_model(  # type: ignore[no-any-return]
+            return timm.create_model(
                 name, pretrained=bool(pretrained), features_only=True, in_chans=in_channels,
                 **kwargs,
             )
@@ -156,7 +156,8 @@ class SiameseTimmUNet(nn.Module):
             fusion of the raw images (keeps small objects that strided encoders blur away).
         input_channels: Channels of the full-resolution fusion of the raw images.
         pretrained: Encoder weights: False (random), True (catalogue weights for the Lite
-            backbones, timm's own pretrained weights from its cache otherwise), or the path of a timm weights file for this backbone
+            backbones, timm's own pretrained weights from its cache otherwise), or the path
+            of a timm weights file for this backbone
             (``.safetensors``, or ``.pth`` read with ``weights_only``), read locally; timm adapts
             the first convolution to ``in_channels`` and drops the classifier.
         backbone_kwargs: Extra keyword arguments for ``timm.create_model``.
@@ -167,6 +168,8 @@ class SiameseTimmUNet(nn.Module):
 
     #: Names of the modules CANet adapts by default (the decoder scales) and the head.
     adapter_points: tuple[str, ...]
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
     #: Where ``CANet(lora_rank=r)`` puts per-dataset LoRA: every conv after the encoder.
     lora_points = ("fusions", "input_fusion", "decoder")
     #: Where ``CANet(encoder_lora_rank=r)`` puts per-dataset LoRA: the siamese encoder.

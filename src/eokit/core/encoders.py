@@ -103,7 +103,8 @@ def remap_efficientnet_lite(
     Returns:
         The same tensors under timm ``tf_efficientnet_lite*`` names.
     """
-    positions = [(stage, index) for stage, depth in enumerate(stage_depths) for index in range(depth)]
+    positions = [(stage, index) for stage, depth in enumerate(stage_depths)
+                 for index in range(depth)]
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.startswith("_blocks."):
@@ -134,6 +135,9 @@ class ImageEncoder(nn.Module):
         normalization: ``{"mean": [...], "std": [...]}`` per band, as applied by ``normalize``.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, body: nn.Module, name: str, in_chans: int, mean: Sequence[float],
                  std: Sequence[float]) -> None:
         super().__init__()
@@ -162,7 +166,7 @@ class ImageEncoder(nn.Module):
 
 
 def _first_conv_name(model: nn.Module) -> str:
-    return next(name for name, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    return str(next(name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)))
 
 
 def _load_into(body: nn.Module, state: dict[str, torch.Tensor], in_chans: int,
@@ -262,12 +266,12 @@ def build_image_encoder(
         mean = [sum(mean3) / len(mean3)] * in_chans
         std = [sum(std3) / len(std3)] * in_chans
     if frozen_bn:
-        from timm.layers import freeze_batch_norm_2d
+        from timm.layers import freeze_batch_norm_2d  # type: ignore[attr-defined]
 
-        body = freeze_batch_norm_2d(body)
+        body = freeze_batch_norm_2d(body)  # type: ignore[no-untyped-call]
     encoder = ImageEncoder(body, name, in_chans, mean, std)
     if channels_last:
-        encoder = encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        encoder = encoder.to(memory_format=torch.channels_last)
     return encoder
 
 
@@ -299,7 +303,8 @@ class TextEncoder(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
-        self.dim = int(model.config.hidden_size)  # type: ignore[union-attr]
+        config: Any = model.config
+        self.dim = int(config.hidden_size)
         self.max_length = max_length
         self.last_truncated: list[int] = []
 
@@ -350,7 +355,7 @@ def build_text_encoder(
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
     if name not in TEXT_ENCODERS:
         raise InputError(f"unknown text encoder {name!r}; use one of {', '.join(TEXT_ENCODERS)} "
@@ -360,7 +365,7 @@ def build_text_encoder(
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     if pretrained is False:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModel.from_config(config)
+        model = AutoModel.from_config(config)  # type: ignore[no-untyped-call]
     else:
         model = AutoModel.from_pretrained(str(folder), local_files_only=True)
     return TextEncoder(model, tokenizer, name, max_length=max_length)
@@ -378,8 +383,9 @@ class OpenClipTextEncoder(nn.Module):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
-        self.dim = int(model.text_projection.shape[1]) if getattr(
-            model, "text_projection", None) is not None else int(model.token_embedding.weight.shape[1])
+        projection = getattr(model, "text_projection", None)
+        self.dim = (int(projection.shape[1]) if projection is not None
+                    else int(model.token_embedding.weight.shape[1]))
         self.max_length = int(model.context_length)
         self.last_truncated: list[int] = []
 
@@ -416,6 +422,9 @@ class OpenClipImageEncoder(nn.Module):
         channels: ``[width]`` of the patch tokens; ``strides``: ``[patch size]``.
         global_feature: Set by ``forward``: the pooled, projected image embedding (B, dim).
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, model: Any, name: str) -> None:
         super().__init__()
@@ -488,4 +497,5 @@ def build_open_clip(
             raise InputError(f"open_clip weights do not match {model_name!r} "
                              f"({detail[:140]})", path=path) from None
     tokenizer = open_clip.get_tokenizer(model_name)
-    return OpenClipImageEncoder(model, model_name), OpenClipTextEncoder(model, tokenizer, model_name)
+    image = OpenClipImageEncoder(model, model_name)
+    return image, OpenClipTextEncoder(model, tokenizer, model_name)

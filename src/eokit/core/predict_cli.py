@@ -78,7 +78,7 @@ def load_user_model(path: str | Path, device: str = "cpu") -> Any:
             first = (str(error).strip().splitlines() or ["unreadable"])[0][:120]
             raise InputError(f"not a torch.export archive ({first})", path=path) from None
     try:
-        model = torch.jit.load(str(path), map_location=device)
+        model = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
     except (RuntimeError, ValueError) as error:
         first = (str(error).strip().splitlines() or ["unreadable"])[0][:120]
         raise InputError("not a TorchScript archive (export with torch.jit.script/trace and "
@@ -176,7 +176,7 @@ def run_user_model(
             out = torch.sigmoid(out)
         elif activation == "softmax":
             out = torch.softmax(out, dim=1)
-        return out
+        return torch.as_tensor(out)
 
     probe_size = tile if fixed is not None else min(tile, grid.height, grid.width)
     probe = [np.zeros((n_bands, probe_size, probe_size), np.float32) for _ in inputs]
@@ -191,7 +191,7 @@ def run_user_model(
     band_names = [f"output_{i + 1}" for i in range(out_channels)]
     if argmax:
         def postprocess(block: np.ndarray) -> np.ndarray:
-            return np.argmax(block, axis=0).astype(np.float32)[None]
+            return np.asarray(np.argmax(block, axis=0), dtype=np.float32)[None]
         dtype, band_names = "uint8", ["class"]
         tags = {f"CLASS_{i}": name for i, name in enumerate(classes or [])}
     out_path = Path(output)

@@ -449,7 +449,7 @@ def _plan_bands(width: int, col_starts: list[int], win_w: int, band_width: int) 
 
 
 class _EdgePadded:
-    """A source seen ``height`` x ``width`` (>= its own), the extra rows/columns repeating its edge."""
+    """A source seen ``height`` x ``width`` (>= its own), extra rows/columns repeating its edge."""
 
     def __init__(self, source: Any, height: int, width: int) -> None:
         self.source = source

@@ -744,14 +744,15 @@ def fit_interruptible(trainer: L.Trainer, task: L.LightningModule, *args: Any,
     saver_dir = Path(getattr(trainer.checkpoint_callback, "dirpath", None)
                      or Path(trainer.default_root_dir) / CHECKPOINT_DIR)
     saver = _InterruptCheckpoint(saver_dir)
-    trainer.callbacks.append(saver)
+    callbacks: list[Callback] = trainer.callbacks  # type: ignore[attr-defined]
+    callbacks.append(saver)
     try:
         trainer.fit(task, *args, **kwargs)
     except SystemExit:
         if saver.signal is None:
             raise
     finally:
-        trainer.callbacks.remove(saver)
+        callbacks.remove(saver)
     if saver.signal is None and not trainer.interrupted:
         return
     kept = saver.saved or last_checkpoint(saver_dir.parent)

