@@ -66,7 +66,7 @@ def test_wrong_sign_and_negative_ld_are_flagged(poly_paper, caplog) -> None:  # 
 
 
 def test_warnings_are_logged(caplog) -> None:  # type: ignore[no-untyped-def]
-    city = generate_city(256, kind="poly", alpha_per_km=1.5, pixel_size_m=15.0, seed=0)
+    city = generate_city(384, kind="poly", alpha_per_km=1.5, seed=0)
     with caplog.at_level(logging.WARNING, logger="eokit.urban.model"):
         result = analyze_paper(city.optical, city.sar, pixel_size_m=city.pixel_size_m)
     logged = [r.getMessage() for r in caplog.records if r.name == "eokit.urban.model"]
