@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from eokit.core.errors import InputError
+from eokit.core.train import TRAINER_CONTEXT_SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -111,5 +113,123 @@ def sample(clusters_dir: Path, keep: float, strategy: str, out_dir: Path | None,
     click.echo(f"Report:  {summary['report']}")
 
 
-def _echo_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=1, default=str))
+@curation.command()
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Output folder (PNG quick-looks + labels.csv).")
+@click.option("--count", default=500, show_default=True, type=click.IntRange(min=1))
+@click.option("--size", default=48, show_default=True, type=click.IntRange(min=8))
+@click.option("--duplicates", default=0.3, show_default=True, type=click.FloatRange(0, 0.99),
+              help="Fraction of near-duplicate imagettes.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def simulate(out_dir: Path, count: int, size: int, duplicates: float, seed: int) -> None:
+    """Simulated Wave-Mode imagettes of the ten TenGeoP phenomena (Zipf frequencies)."""
+    from eokit.core.synth.sar_wave_mode import sar_wave_mode, write_imagette_folder
+
+    data = sar_wave_mode(count, size=size, seed=seed, duplicate_fraction=duplicates)
+    folder = write_imagette_folder(data, out_dir)
+    counts = np.bincount(data.label, minlength=len(data.class_names))
+    click.echo(f"Wrote {count} imagettes to {folder} (labels.csv); class counts: "
+               + ", ".join(f"{n}={c}" for n, c in zip(data.class_names, counts, strict=True)))
+
+
+@curation.command(context_settings=TRAINER_CONTEXT_SETTINGS)
+@click.argument("images", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Run folder (backbone.safetensors, checkpoints, logs, report).")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--size", type=click.IntRange(min=8), default=None,
+              help="Centre-crop size (needed when the imagettes differ in size).")
+@click.option("--normalisation", type=click.Choice(["quicklook", "sigma0_db", "sigma0_linear"]),
+              default="quicklook", show_default=True, help="What the pixel values are.")
+@click.option("--backbone", default="test_resnet", show_default=True,
+              help="Any timm model name (resnet50, vit_small_patch16_224 ...).")
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Epochs on all data before the first curation round (T_w).")
+@click.option("--period", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Epochs between curation rounds (T_s).")
+@click.option("--keep", default=0.5, show_default=True, type=float,
+              help="Fraction of the data kept by each round (rho).")
+@click.option("--levels", default="32,8", show_default=True, help="k-means levels per round.")
+@click.option("--strategy", type=click.Choice(["balanced", "closest", "random"]),
+              default="balanced", show_default=True)
+@click.option("--embed-fraction", default=1.0, show_default=True, type=float,
+              help="Fraction of the data the teacher embeds each round (>= --keep).")
+@click.option("--no-curation", is_flag=True, help="Train on all data every epoch.")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="labels.csv (only to log the class counts each round keeps).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0,
+                                                                             min_open=True))
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.ckpt.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.pass_context
+def pretrain(ctx: click.Context, images: Path, out_dir: Path, epochs: int, size: int | None,
+             normalisation: str, backbone: str, warmup: int, period: int, keep: float,
+             levels: str, strategy: str, embed_fraction: float, no_curation: bool,
+             labels: Path | None, batch_size: int, lr: float, resume: bool, seed: int) -> None:
+    """DINO from scratch on an imagette folder with dynamic curation rounds."""
+    from eokit.core.train import parse_trainer_overrides
+    from eokit.curation.pretraining import pretrain_folder
+    from eokit.curation.sampling import check_keep
+    from eokit.curation.ssl import CurationSchedule
+    from eokit.curation.task import parse_levels
+
+    overrides = parse_trainer_overrides(ctx.args)
+    schedule = CurationSchedule(
+        warmup_epochs=warmup, period_epochs=period, keep_fraction=check_keep(keep),
+        levels=tuple(parse_levels(levels)), strategy=strategy,
+        subset_for_embedding=embed_fraction, enabled=not no_curation)
+    summary = pretrain_folder(images, out_dir, schedule=schedule, epochs=epochs, size=size,
+                              normalisation=normalisation, backbone=backbone,
+                              batch_size=batch_size, seed=seed, resume=resume,
+                              trainer_overrides=overrides, labels=labels, lr=lr,
+                              command=_command_line())
+    for item in summary["rounds"]:
+        click.echo(f"round before epoch {item['epoch']}: kept {item['kept']} "
+                   f"(overlap with previous {item['overlap_with_previous']})")
+    click.echo(f"Backbone: {summary['backbone']} ({summary['images_seen']} images processed)")
+    click.echo(f"Report:   {summary['report']}")
+
+
+@curation.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("images", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Embeddings .npy (rows in sorted file-name order; OUTPUT.files.txt lists "
+                   "them).")
+@click.option("--size", type=click.IntRange(min=8), default=None,
+              help="Crop size (default: the one recorded with the model).")
+def embed(model: Path, images: Path, output: Path, size: int | None) -> None:
+    """Embed an imagette folder with a pretrained backbone (backbone.safetensors)."""
+    from eokit.curation.pretraining import embed_folder
+
+    summary = embed_folder(model, images, output, size=size)
+    click.echo(f"Embeddings {tuple(summary['shape'])}: {summary['embeddings']}")
+
+
+@curation.command()
+@click.argument("embeddings", type=click.Path(path_type=Path))
+@click.argument("labels", type=click.Path(path_type=Path))
+@click.option("--test-fraction", default=0.3, show_default=True, type=float)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Write the scores as JSON.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def probe(embeddings: Path, labels: Path, test_fraction: float, output: Path | None,
+          seed: int) -> None:
+    """Linear and kNN probes (class label) and ridge probes (numeric columns) on embeddings."""
+    from eokit.core.raster import atomic_write
+    from eokit.curation.pretraining import probe_files
+
+    scores = probe_files(embeddings, labels, test_fraction=test_fraction, seed=seed)
+    for name in ("linear", "knn"):
+        if name in scores:
+            click.echo(f"{name}: balanced accuracy {100 * scores[name]['balanced_accuracy']:.1f} "
+                       f"%, accuracy {100 * scores[name]['accuracy']:.1f} %")
+    for key, value in scores.items():
+        if key.endswith("_ridge"):
+            click.echo(f"{key[:-6]}: RMSE {value['rmse']:.3f} (target std "
+                       f"{value['target_std']:.3f})")
+    if output is not None:
+        with atomic_write(output) as tmp:
+            Path(tmp).write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
+        click.echo(f"Scores: {output}")
