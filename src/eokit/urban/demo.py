@@ -65,9 +65,16 @@ def add_demo_section(report: Any, out_dir: Path, *, quick: bool, seed: int) -> N
                     "regions": len(m["regions"]),
                     "Clark alpha (per km)": m.get("clark", {}).get("alpha_per_km"),
                     "call": f"{m['structure']['call']} ({m['structure']['n_centres']})",
+                    "failed assumptions": len(m["warnings"]),
                 }
             )
-    report.table(rows, caption="Simulated cities: truth vs the analysis (outputs in urban/)")
+    report.table(
+        rows,
+        caption="Simulated cities: truth vs the analysis (outputs in urban/). The paper alpha is "
+        "a slope of the fused value (C per km, negative = falling), the Clark alpha a decay rate "
+        "(per km, comparable with the truth); failed assumptions are listed in each city's "
+        "metrics.json",
+    )
     from eokit.urban.plots import profile_figure
 
     report.figure(
