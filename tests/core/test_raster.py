@@ -605,3 +605,14 @@ def test_simulator_writes_cogs_with_class_names(tmp_path):
         assert gdal_names == list(scene.class_names)
     with rasterio.open(city_files["sar_tif"]) as src:
         assert src.units == ("dB",)
+
+
+def test_date_bands_get_a_unit(tmp_path):
+    from eokit.core.raster import DATE_CODE_UNIT
+
+    codes = np.full((1, 32, 32), 20210301, np.int32)
+    path = write_raster(tmp_path / "d.tif", codes, utm_grid(32, 32), nodata=0, cog=True,
+                        band_names=["stops_forest_yyyymmdd"])
+    with rasterio.open(path) as src:
+        assert src.descriptions == ("stops_forest_yyyymmdd",)
+        assert src.units == (DATE_CODE_UNIT,)

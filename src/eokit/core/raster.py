@@ -630,6 +630,10 @@ def _default_overview_resampling(dtype: np.dtype) -> str:
     return "nearest" if np.issubdtype(dtype, np.integer) else "average"
 
 
+#: Unit written for date bands stored as integers (band names ending in ``_yyyymmdd``).
+DATE_CODE_UNIT = "date as YYYYMMDD integer"
+
+
 def pam_sidecar(path: PathLike) -> Path:
     """The GDAL PAM sidecar of ``path`` (``<name>.aux.xml``), where category names live."""
     target = Path(path)
@@ -893,7 +897,9 @@ def open_writer(
             and QGIS read them (the PAM sidecar ``<file>.aux.xml``, see :func:`pam_sidecar`).
         class_colors: One matplotlib colour per class value (0, 1, ...): the file's GDAL colour
             table (uint8/uint16, one band), the nodata entry transparent.
-        units: Unit of every band, or one per band (GDAL band unit, e.g. "K", "days").
+        units: Unit of every band, or one per band (GDAL band unit, e.g. "K", "days"). Without
+            it, a band named ``*_yyyymmdd`` (a date stored as an integer) gets the unit
+            :data:`DATE_CODE_UNIT`.
 
     Returns:
         A :class:`RasterWriter`; use ``with open_writer(...) as sink``.
@@ -926,6 +932,12 @@ def open_writer(
         unit_list = [units] * count if isinstance(units, str) else list(units)
         if len(unit_list) != count:
             raise InputError(f"{len(unit_list)} units for {count} bands", parameter="units")
+    elif band_names is not None and any(
+        str(n).lower().endswith("_yyyymmdd") for n in band_names
+    ):
+        unit_list = [
+            DATE_CODE_UNIT if str(n).lower().endswith("_yyyymmdd") else "" for n in band_names
+        ]
     return RasterWriter(
         final,
         grid,
