@@ -138,7 +138,8 @@ def add_city_section(
         f"**Profile alpha** {_fmt(m['alpha_per_km'])} C per km (the published alpha: slope of "
         "the mean fused value C through the profile minima; negative = density falls outwards), "
         f"**LD** {_fmt(m['ld_km'])} km, **{len(result.regions)} region(s)** "
-        f"({', '.join(r.kind for r in result.regions)}); **{s['call']}**: {s['explanation']}."
+        f"({', '.join(r.kind for r in result.regions)}); "
+        f"**{s['call']}**{s['explanation'].removeprefix(s['call'])}."
     )
     if result.clark is not None:
         c = result.clark
