@@ -41,6 +41,18 @@ def test_geo_mode_refuses_a_sar_image_that_does_not_overlap(mono_city, tmp_path)
     assert "sar_far.tif" in str(info.value)
 
 
+def test_partial_overlap_is_logged(mono_city, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from eokit.urban.geo import check_overlap
+
+    _, paths = mono_city
+    sar = _shifted_sar(paths, tmp_path / "sar_shifted.tif", dx_m=960.0)  # a quarter of 3840 m
+    optical_grid = read_raster(paths["optical_tif"]).grid
+    with caplog.at_level(logging.WARNING, logger="eokit.urban.geo"):
+        share = check_overlap(optical_grid, read_raster(sar).grid, sar)
+    assert share == pytest.approx(0.75, abs=0.01)
+    assert any("covers 75 %" in r.getMessage() for r in caplog.records)
+
+
 def test_all_nan_sar_is_blamed_on_the_sar_file(mono_city, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, paths = mono_city
     sar = _shifted_sar(paths, tmp_path / "sar_nan.tif", nan=True)
