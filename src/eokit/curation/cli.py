@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from eokit.core.errors import InputError
-from eokit.core.train import TRAINER_CONTEXT_SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +121,8 @@ def sample(clusters_dir: Path, keep: float, strategy: str, out_dir: Path | None,
 @click.option("--seed", default=0, show_default=True, type=int)
 def simulate(out_dir: Path, count: int, size: int, duplicates: float, seed: int) -> None:
     """Simulated Wave-Mode imagettes of the ten TenGeoP phenomena (Zipf frequencies)."""
+    import numpy as np
+
     from eokit.core.synth.sar_wave_mode import sar_wave_mode, write_imagette_folder
 
     data = sar_wave_mode(count, size=size, seed=seed, duplicate_fraction=duplicates)
@@ -132,7 +132,8 @@ def simulate(out_dir: Path, count: int, size: int, duplicates: float, seed: int)
                + ", ".join(f"{n}={c}" for n, c in zip(data.class_names, counts, strict=True)))
 
 
-@curation.command(context_settings=TRAINER_CONTEXT_SETTINGS)
+# The same settings as core.train.TRAINER_CONTEXT_SETTINGS, without importing torch for --help.
+@curation.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("images", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Run folder (backbone.safetensors, checkpoints, logs, report).")
