@@ -566,11 +566,11 @@ def test_geojson_without_crs_names_its_frame(tmp_path):
 
 
 def test_grid_mismatch_points_to_a_tool_that_exists():
-    from eokit.core.errors import InputError
-    from eokit.core.raster import check_aligned
     from affine import Affine
     from rasterio.crs import CRS
 
+    from eokit.core.errors import InputError
+    from eokit.core.raster import check_aligned
     from eokit.core.types import Grid
 
     crs = CRS.from_epsg(32633)

@@ -85,7 +85,8 @@ def add_demo_section(report: Any, out_dir: Path, *, quick: bool, seed: int) -> N
                      cmap="magma", vmin=0.0, vmax=1.0, colorbar_label="probability")
     report.image_map((probability > 0.5).astype(np.float32), title="Predicted change",
                      pixel_size_m=pixel, cmap="gray", vmin=0, vmax=1,
-                     overlay=pair.label.astype(bool), overlay_label="labelled change")
+                     overlay=pair.label.astype(bool), overlay_label="labelled change",
+                     binary_labels=("no change", "change"))
     if metrics:
         report.table(
             [{k: metrics[k] for k in ("precision", "recall", "f1", "iou", "oa", "kappa")}],

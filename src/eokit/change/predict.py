@@ -253,11 +253,13 @@ def _write_report(
         report.image_map(
             np.where(shown == IGNORE_INDEX, np.nan, shown).astype(np.float32),
             title="Reference label", pixel_size_m=size, cmap="gray", vmin=0, vmax=1,
+            binary_labels=("no change", "change"),
         )
     report.image_map(
         (quick_p[0] > threshold).astype(np.float32), title="Predicted change (binary)",
         pixel_size_m=size, cmap="gray", vmin=0, vmax=1, overlay=overlay,
         overlay_label="reference change" if overlay is not None else None,
+        binary_labels=("no change", "change"),
     )
     if metrics is not None:
         report.section("Metrics", "Global confusion matrix over all labelled pixels "
