@@ -1,4 +1,4 @@
-"""Noisy building labels on simulated scenes: clean vs L1/L2/L3 object noise for ce, gce, confusion, kms.
+"""Noisy building labels on simulated scenes: clean vs L1/L2/L3 noise for ce, gce, confusion, kms.
 
 Training labels are corrupted with the published object-level protocol (``eokit.noisy.noise``);
 validation labels carry the same noise (model selection sees only noisy labels, as in practice);

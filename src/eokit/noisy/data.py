@@ -179,7 +179,7 @@ class TileDataset(Dataset[dict[str, Any]]):
             raise InputError(f"tiles of several sizes {sorted(shapes)}; cut them with a tile size",
                              parameter="tile")
         self.items = list(items)
-        self.shape: tuple[int, int] = next(iter(shapes))  # type: ignore[assignment]
+        self.shape: tuple[int, int] = next(iter(shapes))
         self.has_clean = all(item.clean is not None for item in items)
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""U-Net on a catalogue encoder and the noisy-label baselines' losses (CE, smoothing, GCE, confusion)."""
+"""U-Net on a catalogue encoder and the baseline losses (CE, smoothing, GCE, confusion)."""
 
 from __future__ import annotations
 
@@ -99,8 +99,10 @@ def generalized_ce(logits: Tensor, labels: Tensor, q: float = 0.7,
 
 
 class ConfusionLoss(nn.Module):
-    """Global label-confusion baseline: the observed label is the clean one passed through a learnt
-    K x K transition matrix ``T[clean, observed]``; the loss is the marginal negative
+    """Global label-confusion baseline (forward-corrected marginal likelihood).
+
+    The observed label is the clean one passed through a learnt K x K transition matrix
+    ``T[clean, observed]``; the loss is the marginal negative
     log-likelihood ``-log sum_k p_theta(k | x) T[k, y]`` (the objective EM maximises).
 
     Args:
@@ -121,6 +123,7 @@ class ConfusionLoss(nn.Module):
 
     def forward(self, logits: Tensor, labels: Tensor,
                 ignore_index: int = IGNORE_INDEX) -> Tensor:
+        """Mean marginal NLL over labelled pixels of (B, K, H, W) logits and (B, H, W) labels."""
         valid = labels != ignore_index
         log_p = torch.log_softmax(logits, dim=1)  # (B, K, H, W)
         log_t = torch.log_softmax(self.log_transition, dim=1)  # (K, K)
@@ -134,7 +137,7 @@ class ConfusionLoss(nn.Module):
 def baseline_loss(name: str, logits: Tensor, labels: Tensor, *, smoothing: float = 0.1,
                   gce_q: float = 0.7, confusion: ConfusionLoss | None = None,
                   ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Loss of one of the baselines: ``ce``, ``smooth`` (label smoothing), ``gce``, ``confusion``."""
+    """Loss of a baseline: ``ce``, ``smooth`` (label smoothing), ``gce`` or ``confusion``."""
     if name == "ce":
         return F.cross_entropy(logits, labels, ignore_index=ignore_index)
     if name == "smooth":

@@ -1,4 +1,4 @@
-"""Seeded label-noise protocols: object-level building noise, JSRT-style outline noise, misregistration.
+"""Seeded label-noise protocols: object-level building noise, JSRT-style outlines, misregistration.
 
 Every generator takes a ``key`` (usually the file name) and derives its random stream from
 ``(seed, crc32(key))``: the noise of a file does not depend on the order files are visited, on the
@@ -200,7 +200,7 @@ def _affine_shift(fg: np.ndarray, angle_deg: float, shift: np.ndarray) -> np.nda
     centre = np.array([(h - 1) / 2, (w - 1) / 2])
     offset = centre - rot @ centre - rot @ shift
     moved = ndimage.affine_transform(fg.astype(np.float32), rot, offset=offset, order=0)
-    return moved > 0.5
+    return np.asarray(moved > 0.5)
 
 
 def corrupt_jsrt(label: np.ndarray, beta: float, *, seed: int = 0, key: str = "",

@@ -66,6 +66,12 @@ class PosteriorStore(nn.Module):
         fingerprint: Identifier of the training set (:func:`dataset_fingerprint`).
     """
 
+    params: Tensor
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+    steps: Tensor
+    fingerprint: Tensor
+
     def __init__(self, num_images: int, shape: tuple[int, int], *, m_init: float = -5.0,
                  g_init: float = SOFTPLUS_ONE, fingerprint: str = "") -> None:
         super().__init__()
@@ -107,8 +113,9 @@ class PosteriorStore(nn.Module):
         return torch.stack(ms), torch.stack(gs)
 
     def error_probability(self, index: int) -> Tensor:
-        """Posterior mean error probability ``E_q[sigmoid(eta)]`` of one image (H, W) (probit
-        approximation of the logistic-normal mean).
+        """Posterior mean error probability ``E_q[sigmoid(eta)]`` of one image, (H, W).
+
+        Uses the probit approximation of the logistic-normal mean.
         """
         m, g_raw = self.params[index]
         g = F.softplus(g_raw)

@@ -1,4 +1,4 @@
-"""Training (variational EM on core.train), evaluation and tiled prediction for noisy-label segmentation."""
+"""Variational-EM training task on core.train, and evaluation helpers, for noisy labels."""
 
 from __future__ import annotations
 
@@ -168,13 +168,16 @@ class NoisySegTask(BaseTask):
         return loss.detach()
 
     def _sync_store(self, indices: Tensor) -> None:
-        """Share this batch's posterior update with every rank (each image has one owner per
-        step; without this a rank would see stale parameters after the sampler reshuffles)."""
+        """Share this batch's posterior update with every rank.
+
+        Each image has one owner per step; without this a rank would see stale parameters
+        after the sampler reshuffles.
+        """
         if self.store is None or self.trainer.world_size <= 1:
             return
-        gathered_idx = self.all_gather(indices.to(self.device)).reshape(-1).cpu()
+        gathered_idx = torch.as_tensor(self.all_gather(indices.to(self.device))).reshape(-1).cpu()
         for name, value in self.store.state_of(indices).items():
-            gathered = self.all_gather(value.to(self.device)).cpu()
+            gathered = torch.as_tensor(self.all_gather(value.to(self.device))).cpu()
             self.store.write_state(gathered_idx, {name: gathered.reshape(-1, *value.shape[1:])})
 
     def configure_optimizers(self) -> Any:
@@ -209,7 +212,7 @@ def predict_array(model: UNet, image: np.ndarray, *, batch_size: int = 4) -> np.
     """Class probabilities (K, H, W) of one (C, H, W) 0-1 image (sizes multiple of 32)."""
     model.eval()
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
-    return torch.softmax(model(tensor), 1)[0].numpy()  # type: ignore[no-any-return]
+    return torch.softmax(model(tensor), 1)[0].numpy()
 
 
 @torch.no_grad()
@@ -242,7 +245,7 @@ def store_error_map(task: NoisySegTask, index: int) -> np.ndarray:
     """Posterior label-error probability (H, W) of training tile ``index``."""
     if task.store is None:
         raise InputError("only the kms loss has a label-error map", parameter="loss")
-    return task.store.error_probability(index).numpy()  # type: ignore[no-any-return]
+    return task.store.error_probability(index).numpy()
 
 
 def fit_noisy(task: NoisySegTask, train: Any, val: Any, out_dir: str | Path, *,

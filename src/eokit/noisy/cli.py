@@ -1,0 +1,110 @@
+"""``eokit noisy``: corrupt label folders, fit with noisy labels, predict scenes, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from eokit.core.train import TRAINER_CONTEXT_SETTINGS
+
+
+@click.group(name="noisy")
+def noisy() -> None:
+    """Segmentation that learns from spatially correlated label noise (KMS-covariance model)."""
+
+
+def _print(summary: dict[str, object]) -> None:
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+@noisy.command()
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Output folder (labels/<name>.tif and noise.json).")
+@click.option("--level", type=click.Choice(["clean", "L1", "L2", "L3"]), default="L2",
+              show_default=True, help="Object-level noise (remove/add/outline probabilities).")
+@click.option("--misregister-px", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also shift each label by up to this many pixels.")
+@click.option("--pattern", default="", help="Only files whose name contains this text.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def corrupt(root: Path, out_dir: Path, level: str, misregister_px: int, pattern: str,
+            seed: int) -> None:
+    """Write noisy copies of ROOT's labels (xBD, WHU, Inria or images/+labels/ layout)."""
+    from eokit.noisy.pipeline import corrupt_folder
+
+    _print(corrupt_folder(root, out_dir, level=level, seed=seed, misregister_px=misregister_px,
+                          pattern=pattern))
+
+
+@noisy.command(context_settings=TRAINER_CONTEXT_SETTINGS)
+@click.argument("root", type=click.Path(path_type=Path), required=False)
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Run folder (checkpoints, model, error maps, report).")
+@click.option("--labels", "labels_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of noisy labels from 'eokit noisy corrupt' (ROOT's labels are then "
+                   "the clean reference).")
+@click.option("--simulate", type=click.IntRange(min=0), default=0,
+              help="Train on N simulated scenes with L2 noise instead of ROOT.")
+@click.option("--loss", type=click.Choice(["kms", "ce", "smooth", "gce", "confusion"]),
+              default="kms", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--tile", type=click.IntRange(min=32), default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--rho", type=float, default=0.75, show_default=True,
+              help="KMS correlation of the label-error field, in [0, 1).")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--estep", type=click.IntRange(min=0), default=10, show_default=True,
+              help="E-step Adam steps per batch.")
+@click.option("--encoder", default="efficientnet_lite0", show_default=True)
+@click.option("--no-pretrained", is_flag=True, help="Random encoder initialisation.")
+@click.option("--pattern", default="", help="Only files whose name contains this text.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.ckpt.")
+@click.pass_context
+def fit(ctx: click.Context, root: Path | None, out_dir: Path, labels_dir: Path | None,
+        simulate: int, loss: str, epochs: int, tile: int, batch_size: int, rho: float,
+        lr: float, estep: int, encoder: str, no_pretrained: bool, pattern: str, seed: int,
+        resume: bool) -> None:
+    """Train on ROOT's images with noisy labels; writes model, label-error maps and a report."""
+    from eokit.core.train import parse_trainer_overrides
+    from eokit.noisy.kms import check_rho
+    from eokit.noisy.pipeline import fit_folder
+
+    check_rho(rho, "--rho")
+    overrides = parse_trainer_overrides(ctx.args)
+    summary = fit_folder(root, out_dir, labels_dir=labels_dir, loss=loss, epochs=epochs,
+                         tile=tile, batch_size=batch_size, rho=rho, lr=lr, estep=estep,
+                         encoder=encoder, pretrained=not no_pretrained, pattern=pattern,
+                         seed=seed, resume=resume, simulate=simulate,
+                         trainer_overrides=overrides)
+    _print(summary)
+
+
+@noisy.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--tile", type=click.IntRange(min=32), default=512, show_default=True)
+@click.option("--overlap", type=click.IntRange(min=0), default=64, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def predict(model_dir: Path, image: Path, out_dir: Path, tile: int, overlap: int,
+            device: str) -> None:
+    """Classify IMAGE (any size, streamed in tiles) to classes.tif + probability.tif (COGs)."""
+    from eokit.noisy.pipeline import predict_image
+
+    _print(predict_image(model_dir, image, out_dir, tile=tile, overlap=overlap, device=device))
+
+
+@noisy.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Write metrics.json here.")
+@click.option("--pattern", default="", help="Only files whose name contains this text.")
+def evaluate(model_dir: Path, root: Path, out_dir: Path | None, pattern: str) -> None:
+    """Dataset-level IoU/F1 of a trained model on ROOT's labels (one confusion matrix)."""
+    from eokit.noisy.pipeline import evaluate_folder
+
+    _print(evaluate_folder(model_dir, root, pattern=pattern, out_dir=out_dir))
