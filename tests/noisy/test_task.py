@@ -1,0 +1,77 @@
+"""The EM task on core.train: every loss trains, the posterior store resumes with the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eokit.core.errors import InputError
+from eokit.core.types import Grid
+from eokit.noisy.data import LabelledImage, TileDataset
+from eokit.noisy.store import dataset_fingerprint
+from eokit.noisy.task import NoisySegTask, fit_noisy
+
+
+def tiles(n: int = 6, size: int = 32, seed: int = 0) -> TileDataset:
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        label = np.zeros((size, size), dtype=np.int64)
+        label[4:14, 6:20] = 1
+        image = rng.random((3, size, size)).astype(np.float32) * 0.2
+        image[:, label == 1] += 0.6
+        items.append(LabelledImage(f"t{i}", image, label, Grid.plain(size, size, 1.0), label))
+    return TileDataset(items)
+
+
+def make_task(data: TileDataset, loss: str = "kms", **kw: object) -> NoisySegTask:
+    return NoisySegTask(loss=loss, num_images=len(data), tile_shape=data.shape,
+                        fingerprint=dataset_fingerprint(data.keys, data.shape), estep=2,
+                        pretrained=False, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("loss", ["ce", "smooth", "gce", "confusion"])
+def test_baselines_train(loss: str, tmp_path: Path) -> None:
+    data = tiles()
+    task = make_task(data, loss)
+    before = [p.detach().clone() for p in task.model.head.parameters()]
+    trainer = fit_noisy(task, data, data, tmp_path, max_epochs=1, batch_size=3)
+    assert trainer.global_step == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, task.model.head.parameters(),
+                                                     strict=True))
+
+
+def test_kms_store_is_updated_checkpointed_and_resumed(tmp_path: Path) -> None:
+    data = tiles()
+    task = make_task(data)
+    fit_noisy(task, data, data, tmp_path, max_epochs=1, batch_size=3)
+    assert task.store is not None
+    assert task.store.steps.tolist() == [2] * 6  # every tile visited once, 2 E-steps each
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    torch.testing.assert_close(state["state_dict"]["store.params"], task.store.params)
+    resumed = make_task(data)
+    fit_noisy(resumed, data, data, tmp_path, max_epochs=2, batch_size=3, resume=True)
+    assert resumed.store is not None
+    assert resumed.store.steps.tolist() == [4] * 6  # continued, not restarted
+
+
+def test_resume_with_another_training_set_refused(tmp_path: Path) -> None:
+    data = tiles()
+    fit_noisy(make_task(data), data, data, tmp_path, max_epochs=1, batch_size=3)
+    other = tiles(seed=1)
+    other.items = [LabelledImage(f"x{i}", it.image, it.label, it.grid, it.clean)
+                   for i, it in enumerate(other.items)]
+    with pytest.raises(InputError, match="another training set"):
+        fit_noisy(make_task(other), other, other, tmp_path, max_epochs=2, batch_size=3,
+                  resume=True)
+
+
+def test_bad_rho_and_loss_refused() -> None:
+    data = tiles(2)
+    with pytest.raises(InputError, match="rho"):
+        make_task(data, rho=1.0)
+    with pytest.raises(InputError, match="loss"):
+        make_task(data, "dice")
