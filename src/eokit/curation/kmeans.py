@@ -170,18 +170,19 @@ class EmbeddingSource:
         return [(s, min(n, s + self.chunk_rows)) for s in range(0, n, self.chunk_rows)]
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` as a float32 array."""
-        return np.asarray(self._open()[start:stop], dtype=np.float32)
+        """Rows ``start:stop`` as a float32 array (a copy: the file mapping is released)."""
+        return np.array(self._open()[start:stop], dtype=np.float32, copy=True)
 
     def take(self, indices: np.ndarray) -> np.ndarray:
-        """Rows at sorted ``indices`` as float32 (read chunk by chunk)."""
+        """Rows at ``indices`` in sorted order as float32 (read chunk by chunk)."""
         indices = np.sort(np.asarray(indices, dtype=np.int64))
-        data = self._open()
         out = np.empty((len(indices), self._shape[1]), dtype=np.float32)
         for start, stop in self.chunks():
             lo, hi = np.searchsorted(indices, [start, stop])
             if hi > lo:
-                out[lo:hi] = data[indices[lo:hi]]
+                # A fresh mapping per chunk: pages the kernel maps around scattered reads
+                # (fault-around) then stay resident for one chunk only, not for the whole file.
+                out[lo:hi] = self._open()[indices[lo:hi]]
         return out
 
     def where(self) -> dict[str, Any]:
