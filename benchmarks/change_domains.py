@@ -154,7 +154,7 @@ def run_seed(seed: int, quick: bool, backbone: str = "resnet18-tiny",
 
     arch = {"backbone": backbone, "decoder_channels": DECODER_CHANNELS[backbone],
             "encoder_lora_rank": encoder_lora_rank,
-            "pretrained": True if pretrained == "timm" else (pretrained or False)}
+            "pretrained": True if pretrained in ("timm", "catalogue") else (pretrained or False)}
     if new_dataset_only:
         stage(f"CANet joint ({backbone})")
         seed_all(seed)
@@ -352,7 +352,9 @@ def step_times(arms: dict[str, Any], loader: Any, steps: int, pos_weight: float,
 
 #: Decoder channels used with each backbone.
 DECODER_CHANNELS = {"resnet18-tiny": (64, 32, 24, 16, 16), "resnet18-small": (64, 32, 24, 16, 16),
-                    "resnet18": (128, 64, 32, 16, 16)}
+                    "resnet18": (128, 64, 32, 16, 16),
+                    "efficientnet_lite0": (64, 32, 24, 16, 16),
+                    "efficientnet_lite2": (64, 32, 24, 16, 16)}
 #: Larger backbones of the step-time comparison of the full run (timing only).
 TIMING_BACKBONES = ("resnet18-small", "resnet18")
 
@@ -437,7 +439,28 @@ def targets(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, An
     if set(METHODS) <= set(summary["methods"]):
         result.update(_joint_targets(summary, runs, f1, new_share))
     _new_dataset_targets(summary, result)
+    _pooled_differences(runs, result)
     return result
+
+
+def _pooled_differences(runs: list[dict[str, Any]], result: dict[str, Any]) -> None:
+    """Adapter minus fine-tuning F1 at <= 10 % labels, paired per seed and fraction, pooled.
+
+    95 % interval of the mean paired difference from a seeded bootstrap (10,000 resamples);
+    "beats" needs the whole interval above zero, not just a positive mean.
+    """
+    rng = np.random.default_rng(0)
+    low = [i for i, fraction in enumerate(FRACTIONS) if fraction <= 0.10]
+    for arm in ADAPT_ARMS:
+        diffs = np.array([r["new_domain"][i][arm]["f1_tuned"]
+                          - r["new_domain"][i]["full_finetune"]["f1_tuned"]
+                          for r in runs for i in low], dtype=float)
+        means = rng.choice(diffs, size=(10_000, diffs.size), replace=True).mean(axis=1)
+        low_ci, high_ci = np.percentile(means, [2.5, 97.5])
+        result[f"{arm}_minus_finetune_f1_pooled_le_10pct"] = {
+            "mean": float(diffs.mean()), "ci95": [float(low_ci), float(high_ci)],
+            "pairs": int(diffs.size), "positive_pairs": int((diffs > 0).sum())}
+        result[f"{arm}_beats_finetune_at_le_10pct_ci"] = bool(low_ci > 0)
 
 
 def _joint_targets(summary: dict[str, Any], runs: list[dict[str, Any]], f1: Any,
@@ -501,7 +524,8 @@ def main(argv: list[str] | None = None) -> None:
                              "--new-dataset-only; writes change_domains_<backbone>_"
                              "encoder-lora<rank>.json)")
     parser.add_argument("--pretrained", default=None,
-                        help="encoder weights to start from: 'timm' (timm's cache) or a timm "
+                        help="encoder weights to start from: 'catalogue' (the ImageNet "
+                             "EfficientNet-Lite weights eokit ships), 'timm' (timm's cache) or a "
                              "weights file for --backbone (with --new-dataset-only; writes "
                              "change_domains_<backbone>_pretrained.json)")
     args = parser.parse_args(argv)
