@@ -282,6 +282,7 @@ def _run_training(
         _, done = resume_loader(train_loader, ckpt)
     if bool(config.get("resume")) and not resume:
         logger.warning("resume: no %s yet; training from the start", ckpt)
+    model.train()  # a loaded model comes in eval mode; Lightning keeps the mode it finds
     with skipped_batches_resumed(done > 0):
         fit_interruptible(trainer, task, train_loader, val_loaders,
                           ckpt_path=str(ckpt) if resume else None, weights_only=True,
