@@ -214,3 +214,14 @@ def test_map_labels_from_an_eopatch_feature_or_a_geotiff(tmp_path, write_test_ge
     raster = write_test_geotiff(tmp_path / "labels.tif", np.ones((4, 5), np.uint8),
                                 transform=reader.grid.transform, crs=reader.grid.crs)
     assert (read_map_labels(raster, reader, ["a", "b"]) == 1).all()
+
+
+def test_all_nan_series_is_a_data_error(tmp_path):
+    folder = tmp_path / "empty" / "npy"
+    folder.mkdir(parents=True)
+    np.save(folder / "s1_s2_era5_srtm.npy", np.full((4, 3, 18), np.nan))
+    np.save(folder / "month.npy", np.array([[10, 11, 0]] * 4))
+    from eokit.core.errors import DataError
+
+    with pytest.raises(DataError, match="no valid observation"):
+        read_series(tmp_path / "empty")

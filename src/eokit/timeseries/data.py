@@ -23,7 +23,7 @@ import torch
 from affine import Affine
 from torch.utils.data import Dataset
 
-from eokit.core.errors import InputError
+from eokit.core.errors import DataError, InputError
 from eokit.core.types import IGNORE_INDEX, Grid, SeriesSample, day_of_year
 
 logger = logging.getLogger(__name__)
@@ -474,10 +474,15 @@ def read_series(path: str | Path, *, layout: str = "auto", **options: Any) -> Se
         raise InputError(f"unknown layout {layout!r}; choose from {LAYOUTS}", parameter="layout")
     kind = detect_layout(path) if layout == "auto" else layout
     if kind == "eopatch":
-        return read_eopatch(path, **options)
-    if kind == "presto":
-        return read_presto_npy(path)
-    return read_geotiff_stack(path, **options)
+        data = read_eopatch(path, **options)
+    elif kind == "presto":
+        data = read_presto_npy(path)
+    else:
+        data = read_geotiff_stack(path, **options)
+    if len(data) == 0 or not data.valid.any():
+        # An all-NaN/all-nodata input would otherwise train or predict on nothing with exit 0.
+        raise DataError(f"{path}: no valid observation (every value is NaN or nodata)")
+    return data
 
 
 def iter_row_blocks(height: int, rows_per_block: int) -> Iterator[tuple[int, int]]:
