@@ -29,12 +29,24 @@ class Sandbox:
 
     def _confine(self, name: str, value: str, allowed: tuple[Path, ...]) -> Path:
         raw = Path(value).expanduser()
-        base = allowed[0]
-        # Resolve relative paths against the first root, then follow every symlink and '..'.
-        path = (raw if raw.is_absolute() else base / raw).resolve()
-        if not any(path == r or path.is_relative_to(r) for r in allowed):
+        if raw.is_absolute():
+            candidates = [raw.resolve()]
+        else:
+            # A relative path is looked up in each root in turn (the output root last), so an
+            # output of one call can be named the same way as the input of the next.
+            candidates = [(base / raw).resolve() for base in allowed]
+            existing = [c for c in candidates if c.exists() and _inside(c, allowed)]
+            candidates = existing[:1] or candidates[:1]
+        # resolve() has followed every symlink and '..': only the real location counts.
+        path = candidates[0]
+        if not _inside(path, allowed):
             raise InputError(f"{name}: {value!r} is outside the allowed folders")
         return path
+
+    def readable(self, path: Path) -> bool:
+        """Whether a resolved path lies inside an allowed root or the output root."""
+        return _inside(path, (*self.roots, self.out_root))
+
 
     def input_path(self, name: str, value: str, kind: str = "file") -> Path:
         """Resolve a path the tool reads; it must exist and be of the right kind."""
@@ -58,3 +70,7 @@ class Sandbox:
         if path.exists() and not overwrite:
             raise InputError(f"{name}: {value!r} exists (pass overwrite: true to replace it)")
         return path
+
+
+def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)

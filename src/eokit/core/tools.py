@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["InputPath", "OutputPath", "Range", "ToolSpec", "Unit"]
+__all__ = [
+    "InputPath", "OutputPath", "Range", "ToolSpec", "Unit", "class_names_of", "raster_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,81 @@ class ToolSpec:
             return self.summary
         doc = (self.function.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else self.name
+
+
+def raster_summary(path: str | Path) -> dict[str, Any]:
+    """A compact, JSON-able description of a GeoTIFF for a tool result.
+
+    Args:
+        path: Raster file.
+
+    Returns:
+        ``path``, ``crs``, ``crs_units``, ``width``, ``height``, ``bands``, ``dtype``,
+        ``pixel_size`` (x, y in CRS units), ``bounds`` (left, bottom, right, top in CRS units),
+        ``bounds_lonlat`` (WGS 84), ``nodata``, ``band_names``, ``class_names`` (when tagged) and
+        ``time`` (the TIFF date tag, when present).
+    """
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    from eokit.core.errors import InputError
+
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as error:
+        raise InputError(f"not a readable raster ({str(error).splitlines()[0]})",
+                         path=path) from None
+    with src:
+        out: dict[str, Any] = {
+            "path": str(path),
+            "width": src.width,
+            "height": src.height,
+            "bands": src.count,
+            "dtype": src.dtypes[0],
+            "pixel_size": [abs(src.transform.a), abs(src.transform.e)],
+            "bounds": [round(v, 6) for v in src.bounds],
+            "nodata": src.nodata,
+        }
+        if src.crs is not None:
+            epsg = src.crs.to_epsg()
+            out["crs"] = f"EPSG:{epsg}" if epsg else src.crs.to_string()
+            out["crs_units"] = "degree" if src.crs.is_geographic else (
+                src.crs.linear_units or "unknown")
+            lonlat = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+            out["bounds_lonlat"] = [round(v, 7) for v in lonlat]
+        else:
+            out["crs"] = None
+            out["note"] = "not georeferenced: pixel coordinates only"
+        names = [d for d in src.descriptions if d]
+        if names:
+            out["band_names"] = names
+        tags = src.tags()
+        classes = class_names_of(tags)
+        if classes:
+            out["class_names"] = classes
+        if "TIFFTAG_DATETIME" in tags:
+            out["time"] = tags["TIFFTAG_DATETIME"]
+        for key in ("date", "acquisition_date", "DATE_ACQUIRED"):
+            if key in tags:
+                out["time"] = tags[key]
+    return out
+
+
+def class_names_of(tags: dict[str, str]) -> dict[int, str]:
+    """Class id -> name from a raster's tags (``class_names`` JSON list or ``CLASS_<id>``)."""
+    import json
+
+    names: dict[int, str] = {}
+    if "class_names" in tags:
+        try:
+            listed = json.loads(tags["class_names"])
+            if isinstance(listed, list):
+                names = {i: str(n) for i, n in enumerate(listed)}
+            elif isinstance(listed, dict):
+                names = {int(k): str(v) for k, v in listed.items()}
+        except (ValueError, TypeError):
+            names = {}
+    for key, value in tags.items():
+        if key.startswith("CLASS_") and key[6:].isdigit():
+            names[int(key[6:])] = value
+    return dict(sorted(names.items()))
