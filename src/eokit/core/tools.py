@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
-    "InputPath", "OutputPath", "Range", "ToolSpec", "Unit", "class_names_of", "raster_summary",
+    "InputPath", "OutputPath", "Range", "ToolSpec", "Unit", "class_areas_m2", "class_names_of",
+    "raster_summary", "row_areas_m2",
 ]
 
 
@@ -171,3 +172,102 @@ def class_names_of(tags: dict[str, str]) -> dict[int, str]:
         if key.startswith("CLASS_") and key[6:].isdigit():
             names[int(key[6:])] = value
     return dict(sorted(names.items()))
+
+
+def row_areas_m2(src: Any) -> Any:
+    """Ground area of one pixel in each row of an open rasterio dataset, in m^2.
+
+    Projected grids: the transform's cell area in metres (the same for every row). Geographic
+    north-up grids: the exact area of a pixel of each row on the WGS 84 ellipsoid (a cell
+    bounded by two meridians and two parallels), which shrinks towards the poles.
+
+    Args:
+        src: An open ``rasterio`` dataset.
+
+    Returns:
+        A float64 array of ``src.height`` areas, or None when the grid has no CRS (or a rotated
+        geographic one) and areas are unknown.
+    """
+    import numpy as np
+
+    if src.crs is None:
+        return None
+    t = src.transform
+    if not src.crs.is_geographic:
+        factor = float(src.crs.linear_units_factor[1]) if src.crs.linear_units_factor else 1.0
+        area = abs(t.a * t.e - t.b * t.d) * factor * factor
+        return np.full(src.height, area, dtype=np.float64)
+    if t.b != 0 or t.d != 0:
+        return None
+    # Exact area of a band between two parallels on the WGS 84 ellipsoid (authalic q function):
+    # A = b^2 / 2 * dlon * (q(lat2) - q(lat1)).
+    a, f = 6378137.0, 1 / 298.257223563
+    b = a * (1 - f)
+    e = np.sqrt(f * (2 - f))
+    edges = np.radians(np.clip(t.f + np.arange(src.height + 1) * t.e, -90.0, 90.0))
+    sin = np.sin(edges)
+    q = sin / (1 - (e * sin) ** 2) + np.log((1 + e * sin) / (1 - e * sin)) / (2 * e)
+    return np.abs(np.diff(q)) * b * b / 2 * abs(np.radians(t.a))
+
+
+def class_areas_m2(
+    path: str | Path,
+    *,
+    band: int = 1,
+    names: dict[int, str] | None = None,
+    pixel_size_m: float | None = None,
+    block_rows: int = 512,
+) -> dict[str, Any]:
+    """Ground area and pixel count of every value of an integer band (nodata excluded).
+
+    Reads the band in row blocks, so a raster larger than memory is fine.
+
+    Args:
+        path: Raster file.
+        band: 1-based band index.
+        names: Value -> class name; default: the raster's class-name tags (else the value).
+        pixel_size_m: Ground pixel size of a raster without CRS (a plain image); ignored when
+            the raster is georeferenced.
+        block_rows: Rows read at a time.
+
+    Returns:
+        ``pixels`` and ``area_m2`` keyed by class name (``area_m2`` is None without a CRS) and
+        ``pixel_area_m2`` (None when it varies with latitude or is unknown).
+    """
+    import numpy as np
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as src:
+        names = names if names is not None else class_names_of(src.tags())
+        areas = row_areas_m2(src)
+        if areas is None and src.crs is None and pixel_size_m is not None:
+            areas = np.full(src.height, float(pixel_size_m) ** 2)
+        pixels: dict[int, int] = {}
+        area: dict[int, float] = {}
+        for row in range(0, src.height, block_rows):
+            rows = min(block_rows, src.height - row)
+            window = Window(0, row, src.width, rows)
+            data = src.read(band, window=window)
+            valid = src.read_masks(band, window=window) > 0
+            values, inverse = np.unique(data[valid], return_inverse=True)
+            counts = np.bincount(inverse, minlength=len(values))
+            weights = None
+            if areas is not None:
+                per_pixel = np.broadcast_to(areas[row:row + rows, None], data.shape)[valid]
+                weights = np.bincount(inverse, weights=per_pixel, minlength=len(values))
+            for i, value in enumerate(values.tolist()):
+                pixels[value] = pixels.get(value, 0) + int(counts[i])
+                if weights is not None:
+                    area[value] = area.get(value, 0.0) + float(weights[i])
+        uniform = areas is not None and bool(np.all(areas == areas[0]))
+
+    def label(value: Any) -> str:
+        return str(names.get(int(value), value)) if names else str(value)
+
+    ordered = sorted(pixels)
+    return {
+        "pixels": {label(v): pixels[v] for v in ordered},
+        "area_m2": {label(v): round(area[v], 1) for v in ordered} if areas is not None else None,
+        "pixel_area_m2": float(areas[0]) if areas is not None and uniform else None,
+    }
