@@ -127,7 +127,9 @@ def raster_summary(path: str | Path) -> dict[str, Any]:
             "dtype": src.dtypes[0],
             "pixel_size": [abs(src.transform.a), abs(src.transform.e)],
             "bounds": [round(v, 6) for v in src.bounds],
-            "nodata": src.nodata,
+            # NaN is no JSON number: say "nan" rather than null (which would mean no nodata)
+            "nodata": "nan" if src.nodata is not None and src.nodata != src.nodata
+            else src.nodata,
         }
         if src.crs is not None:
             epsg = src.crs.to_epsg()
