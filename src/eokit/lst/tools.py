@@ -93,7 +93,7 @@ def lst_retrieve(
         emissivity_raster: Emissivity raster on the thermal grid (instead of a value).
         red: Red reflectance raster on the thermal grid (NDVI emissivity, with nir).
         nir: NIR reflectance raster on the thermal grid (NDVI emissivity, with red).
-        water_vapour: Column water vapour in g cm-2, one value for the scene.
+        water_vapour: Column water vapour, one value for the scene.
         water_vapour_raster: Column water vapour raster (g cm-2) on the thermal grid.
         method: piml (physics-informed network), sc (single channel, Jimenez-Munoz 2014),
             rte (radiative transfer inversion with tau/up/down) or mono (mono-window, needs
