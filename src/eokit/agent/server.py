@@ -204,6 +204,12 @@ def _job_main(tool: str, target: tuple[str, str], kwargs: dict[str, Any], queue:
                             f"{str(error).splitlines()[0] if str(error) else ''}"))
 
 
+def _closed_stream_filter(record: logging.LogRecord) -> bool:
+    """Drop the SDK's traceback for a client that closed its event stream (a normal goodbye)."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, anyio.ClosedResourceError)
+
+
 def all_tools() -> list[ToolSpec]:
     """The capabilities' tools plus the agent's own spatial tools, names unique."""
     specs = discover_tools()
@@ -740,6 +746,7 @@ class EokitServer:
                 allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"])
         manager = StreamableHTTPSessionManager(app=self.server, json_response=False,
                                                security_settings=security)
+        logging.getLogger("mcp.server.streamable_http").addFilter(_closed_stream_filter)
 
         class _Endpoint:
             async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
