@@ -65,3 +65,18 @@ def test_good_arguments_pass():
 def test_discovery_schemas_valid():
     for spec in discover_tools():
         jsonschema.Draft202012Validator.check_schema(tool_schema(spec))
+
+
+def test_every_capability_tools_module_is_registered():
+    from pathlib import Path
+
+    import eokit
+    from eokit.agent.schema import tool_modules
+
+    src = Path(eokit.__file__).parent
+    on_disk = {".".join(("eokit", *p.relative_to(src).with_suffix("").parts))
+               for p in src.rglob("tools.py") if p.parent.name not in ("core", "agent")}
+    assert on_disk and on_disk <= set(tool_modules())
+    names = [spec.name for spec in discover_tools()]
+    assert len(names) == len(set(names))
+    assert {n.split("_")[0] for n in names} >= {"synth", "change", "lst", "urban", "timeseries"}

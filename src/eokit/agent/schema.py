@@ -17,31 +17,30 @@ from eokit.core.tools import InputPath, OutputPath, Range, ToolSpec, Unit
 
 log = logging.getLogger(__name__)
 
-#: Modules searched for ``TOOLS``; a missing module is skipped (capability not installed).
-TOOL_MODULES: tuple[str, ...] = (
-    "eokit.core.synth.tools",
-    "eokit.change.tools",
-    "eokit.lst.tools",
-    "eokit.urban.tools",
-    "eokit.timeseries.tools",
-    "eokit.noisy.tools",
-    "eokit.curation.tools",
-    "eokit.openvocab.tools",
-    "eokit.grounding.tools",
-)
+#: Entry-point group under which a package registers a module with a ``TOOLS`` list.
+ENTRY_POINT_GROUP = "eokit.tools"
 
 
-def discover_tools(modules: tuple[str, ...] = TOOL_MODULES) -> list[ToolSpec]:
+def tool_modules() -> tuple[str, ...]:
+    """Modules registered under :data:`ENTRY_POINT_GROUP` (eokit's capabilities or a plug-in)."""
+    from importlib.metadata import entry_points
+
+    return tuple(ep.value for ep in sorted(entry_points(group=ENTRY_POINT_GROUP),
+                                           key=lambda ep: ep.name))
+
+
+def discover_tools(modules: tuple[str, ...] | None = None) -> list[ToolSpec]:
     """Import every available tools module and collect its ``TOOLS``.
 
     Args:
-        modules: Dotted module names to try.
+        modules: Dotted module names to try (default: :func:`tool_modules`); a module whose
+            optional dependency is missing is skipped.
 
     Returns:
         The tool specs, names unique.
     """
     found: dict[str, ToolSpec] = {}
-    for name in modules:
+    for name in tool_modules() if modules is None else modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
