@@ -104,6 +104,7 @@ def test_as_a_job_through_the_server(inputs, tmp_path):
     done = anyio.run(body)
     status = done.structuredContent
     assert status["state"] == "done", status
+    assert status["progress_messages"] >= 2  # the job reports its steps
     summary = status["result"]
     out = tmp_path / "out" / "canopy"
     mapped = summary["maps"][0]

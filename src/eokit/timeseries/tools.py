@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 
 from eokit.core.tools import InputPath, OutputPath, Range, ToolSpec, raster_summary, row_areas_m2
+
+logger = logging.getLogger(__name__)
 
 
 def _probability_areas(path: Path, first_band: int, classes: list[str], forest: list[int],
@@ -144,6 +147,7 @@ def timeseries_predict(
     caveat = refinement_caveat(meta) if refine_dates else None
     if caveat:
         warnings.append(caveat)
+    logger.info("mapping %d x %d px of %s", reader.grid.width, reader.grid.height, input_path)
     result = write_maps(network, reader, out_dir, dates=dates, multiband=multiband,
                         forest_classes=forest_classes, rows_per_block=rows_per_block,
                         refine_dates=refine_dates, spatial_window=spatial_window,
@@ -153,6 +157,7 @@ def timeseries_predict(
                             labels_name=Path(labels).name if labels else "labels",
                             command="eokit timeseries predict")
     html = report.write(Path(out_dir) / "report.html")
+    logger.info("maps and report written; measuring class and canopy areas")
     assert reader.dates is not None
     mapped = []
     for j, index in enumerate(result.date_indices):
