@@ -16,6 +16,7 @@ from eokit.agent.server import EokitServer
 from eokit.change.model import build_canet
 from eokit.change.task import save_model
 from eokit.change.tools import TOOLS
+from eokit.core.errors import InputError
 from eokit.core.raster import write_raster
 from eokit.core.synth.change import change_pair, write_change_dataset
 
@@ -39,13 +40,16 @@ def inputs(tmp_path):
 
 
 def test_schemas():
-    assert set(FUNCTIONS) == {"change_predict", "change_evaluate"}
+    assert set(FUNCTIONS) == {"change_predict", "change_evaluate", "change_fit"}
     for tool in TOOLS:
         jsonschema.Draft202012Validator.check_schema(tool_schema(tool))
     predict = tool_schema(next(t for t in TOOLS if t.name == "change_predict"))
     assert predict["required"] == ["checkpoint", "image_a", "image_b", "out_dir", "domain"]
     assert predict["properties"]["label_mode"]["enum"][0] == "auto"
     assert predict["properties"]["adapter"]["anyOf"][0]["format"] == "input-file"
+    fit = tool_schema(next(t for t in TOOLS if t.name == "change_fit"))
+    assert fit["properties"]["datasets"]["items"]["enum"][0] == "sim_buildings"
+    assert list(fit["properties"]["datasets"]["default"]) == ["sim_buildings"]
 
 
 def _changed_area_from_cog(path):
@@ -109,3 +113,19 @@ def test_predict_through_the_server(inputs, tmp_path):
                                                         "domain": "nowhere"})
     assert unknown.isError and "nowhere" in unknown.content[0].text
     assert not (tmp_path / "out" / "c2").exists()
+
+
+def test_fit_on_the_simulator_then_predict(inputs, tmp_path):
+    _, _, files = inputs
+    run = tmp_path / "run"
+    fitted = FUNCTIONS["change_fit"](str(run), datasets=("sim_buildings", "sim_sensor"),
+                                     count=2, size=32, epochs=1, batch_size=2)
+    json.dumps(fitted, allow_nan=False)
+    assert fitted["model"] == str(run / "model.safetensors")
+    assert set(fitted["val_metrics"]) == {"sim_buildings", "sim_sensor"}
+    assert fitted["val_metrics"]["sim_sensor"]["pixels"] > 0
+    summary = FUNCTIONS["change_predict"](fitted["model"], str(files["A"]), str(files["B"]),
+                                          str(tmp_path / "p"), "sim_sensor", tile=64, overlap=32)
+    assert summary["domain"] == "sim_sensor" and 0.0 < summary["threshold"] < 1.0
+    with pytest.raises(InputError, match="datasets"):
+        FUNCTIONS["change_fit"](str(tmp_path / "none"), datasets=())

@@ -144,7 +144,74 @@ def change_evaluate(
             "metrics": jsonable({k: metrics[k] for k in _METRICS})}
 
 
+def change_fit(
+    out_dir: Annotated[str, OutputPath("dir")],
+    datasets: tuple[Literal["sim_buildings", "sim_landcover", "sim_sensor", "sim_new"], ...] = (
+        "sim_buildings",),
+    count: Annotated[int, Range(2, 100000)] = 16,
+    size: Annotated[int, Range(32, 1024)] = 64,
+    epochs: Annotated[int, Range(1, 1000)] = 10,
+    batch_size: Annotated[int, Range(1, 1024)] = 8,
+    lr: Annotated[float, Range(0, 1, exclusive_minimum=True)] = 2e-3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train a CANet change model on simulated datasets (joint training, one head per dataset).
+
+    Runs the same training as 'eokit change fit' on a config it writes to out_dir/config.yaml
+    (simulated pairs only, so every input is generated inside the output folder). Writes
+    model.safetensors, val_metrics.json and checkpoints/.
+
+    Args:
+        out_dir: Run folder.
+        datasets: Simulated datasets to train on jointly (each its own batch norm and head).
+        count: Simulated training pairs per dataset (validation pairs are drawn separately).
+        size: Side of the simulated pairs in pixels.
+        epochs: Training epochs.
+        batch_size: Pairs per training batch.
+        lr: Learning rate.
+        seed: Seed of the simulated data and the initial weights.
+
+    Returns:
+        The model path (for change_predict / change_evaluate), the datasets it knows and the
+        validation metrics per dataset.
+    """
+    import json
+
+    import yaml
+
+    from eokit.change.cli import fit
+    from eokit.core.errors import InputError
+    from eokit.core.metrics import jsonable
+
+    names = list(datasets)
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"give one or more different datasets, got {names}",
+                         parameter="datasets")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "seed": seed,
+        "model": {"in_channels": 6},
+        "datasets": [{"name": n, "source": "sim", "count": count, "size": size} for n in names],
+        "train": {"batch_size": batch_size, "lr": lr},
+        "trainer": {"max_epochs": epochs, "enable_progress_bar": False, "logger": False},
+    }
+    config_path = out / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    fit.callback(config_path=config_path, out_dir=out, resume=False,  # type: ignore[misc]
+                 trainer_args=())
+    metrics = json.loads((out / "val_metrics.json").read_text())
+    return {
+        "model": str(out / "model.safetensors"),
+        "config": str(config_path),
+        "datasets": names,
+        "val_metrics": jsonable({n: {k: m[k] for k in _METRICS if k in m}
+                                 for n, m in metrics.items()}),
+    }
+
+
 TOOLS: list[ToolSpec] = [
     ToolSpec("change_predict", change_predict, effect="write"),
     ToolSpec("change_evaluate", change_evaluate, effect="read"),
+    ToolSpec("change_fit", change_fit, effect="long"),
 ]
