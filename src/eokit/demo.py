@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from eokit.core.cliopts import out_option
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -679,10 +681,7 @@ def _default_command(out: Path, quick: bool, seed: int) -> str:
 
 
 @click.command("demo")
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
+@out_option("out_dir",
     default="eokit-demo",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from eokit.core.cliopts import out_option
+
 
 @click.group(name="agent")
 def agent() -> None:
@@ -17,7 +19,7 @@ def agent() -> None:
 @click.option("--root", "roots", multiple=True, required=True,
               type=click.Path(path_type=Path, exists=True, file_okay=False),
               help="Folder the tools may read (repeat for several).")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+@out_option("out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Folder the tools write under (created if missing; also readable).")
 @click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio",
               show_default=True, help="stdio for desktop clients; http: streamable HTTP at /mcp.")

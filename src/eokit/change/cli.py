@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from eokit.cli import device_option
+from eokit.core.cliopts import out_option
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ def change() -> None:
 @change.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
               help="YAML config (see configs/change/).")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@out_option("out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: config out_dir).")
 @click.option("--resume", is_flag=True,
               help="Continue from OUT/checkpoints/last.ckpt (same as 'resume: true').")
@@ -394,7 +395,7 @@ def fit(config_path: Path, out_dir: Path | None, resume: bool,
 @click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path),
               help="Adapter file(s) of other datasets to load first (NAME=FILE renames), so "
                    "the new dataset can start from one of them (train.init_from).")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@out_option("out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: config out_dir).")
 @click.option("--label-fraction", type=float, default=1.0, show_default=True,
               help="Use this share of the training pairs (limited-label experiments).")
@@ -476,7 +477,7 @@ def _load(checkpoint: Path, adapters: tuple[Path, ...]) -> Any:
               help="Optional reference label (adds metrics).")
 @click.option("--label-mode", default="auto", show_default=True,
               type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@out_option("out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--threshold", type=_THRESHOLD, default=None,
               help="Change threshold (default: the dataset's, chosen on its training labels, "
                    "else 0.5).")
@@ -536,7 +537,7 @@ def predict(
 @click.option("--threshold", type=_THRESHOLD, default=None,
               help="Change threshold (default: the dataset's, chosen on its training labels, "
                    "else 0.5).")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@out_option("out_dir", required=True, type=click.Path(path_type=Path))
 @device_option
 def evaluate(
     dataset: Path,

@@ -17,6 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
+from eokit.core.cliopts import out_option
 from eokit.core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ def _report(path: Path, summary: dict[str, Any], grid: Any, classes: Sequence[st
                    "onnxruntime).")
 @click.option("--in", "inputs", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Input GeoTIFF; repeat for models with several inputs (e.g. two dates).")
-@click.option("-o", "--out", "output", required=True, type=click.Path(path_type=Path),
+@out_option("output", required=True, type=click.Path(path_type=Path),
               help="Output GeoTIFF (COG on the first input's grid).")
 @click.option("--bands", default=None, help="1-based bands to read, e.g. 4,3,2 (default all).")
 @click.option("--scale", type=float, default=1.0, show_default=True,

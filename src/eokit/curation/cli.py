@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from eokit.core.cliopts import out_option
 from eokit.core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def curation() -> None:
 @click.argument("embeddings", type=click.Path(path_type=Path))
 @click.option("--levels", default="1000,100,10", show_default=True,
               help="Clusters per level, shrinking (level l clusters the level l-1 centroids).")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
               help="Output folder (assignments per level, centroids, CSV, report).")
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1),
               help="Lloyd iterations per k-means run.")
@@ -88,7 +89,7 @@ def cluster(embeddings: Path, levels: str, out_dir: Path, iterations: int, resam
               default="balanced", show_default=True,
               help="balanced: even over clusters, random inside; closest: even over clusters, "
                    "closest to the centroid first; random: uniform (baseline).")
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@out_option("out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: CLUSTERS_DIR/sample-<strategy>-<keep>).")
 @click.option("--previous", type=click.Path(path_type=Path), default=None,
               help="kept_indices.npy of an earlier round (its overlap is reported).")
@@ -112,7 +113,7 @@ def sample(clusters_dir: Path, keep: float, strategy: str, out_dir: Path | None,
 
 
 @curation.command()
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
               help="Output folder (PNG quick-looks + labels.csv).")
 @click.option("--count", default=500, show_default=True, type=click.IntRange(min=1))
 @click.option("--size", default=48, show_default=True, type=click.IntRange(min=8))
@@ -135,7 +136,7 @@ def simulate(out_dir: Path, count: int, size: int, duplicates: float, seed: int)
 # The same settings as core.train.TRAINER_CONTEXT_SETTINGS, without importing torch for --help.
 @curation.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("images", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
               help="Run folder (backbone.safetensors, checkpoints, logs, report).")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--size", type=click.IntRange(min=8), default=None,
@@ -195,7 +196,7 @@ def pretrain(ctx: click.Context, images: Path, out_dir: Path, epochs: int, size:
 @curation.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("images", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+@out_option("output", type=click.Path(path_type=Path), required=True,
               help="Embeddings .npy (rows in sorted file-name order; OUTPUT.files.txt lists "
                    "them).")
 @click.option("--size", type=click.IntRange(min=8), default=None,
@@ -212,7 +213,7 @@ def embed(model: Path, images: Path, output: Path, size: int | None) -> None:
 @click.argument("embeddings", type=click.Path(path_type=Path))
 @click.argument("labels", type=click.Path(path_type=Path))
 @click.option("--test-fraction", default=0.3, show_default=True, type=float)
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+@out_option("output", type=click.Path(path_type=Path), default=None,
               help="Write the scores as JSON.")
 @click.option("--seed", default=0, show_default=True, type=int)
 def probe(embeddings: Path, labels: Path, test_fraction: float, output: Path | None,

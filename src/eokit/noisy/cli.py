@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from eokit.core.cliopts import out_option
 from eokit.core.train import TRAINER_CONTEXT_SETTINGS
 
 
@@ -21,7 +22,7 @@ def _print(summary: dict[str, object]) -> None:
 
 @noisy.command()
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
               help="Output folder (labels/<name>.tif and noise.json).")
 @click.option("--level", type=click.Choice(["clean", "L1", "L2", "L3"]), default="L2",
               show_default=True, help="Object-level noise (remove/add/outline probabilities).")
@@ -40,7 +41,7 @@ def corrupt(root: Path, out_dir: Path, level: str, misregister_px: int, pattern:
 
 @noisy.command(context_settings=TRAINER_CONTEXT_SETTINGS)
 @click.argument("root", type=click.Path(path_type=Path), required=False)
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True,
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
               help="Run folder (checkpoints, model, error maps, report).")
 @click.option("--labels", "labels_dir", type=click.Path(path_type=Path), default=None,
               help="Folder of noisy labels from 'eokit noisy corrupt' (ROOT's labels are then "
@@ -85,7 +86,7 @@ def fit(ctx: click.Context, root: Path | None, out_dir: Path, labels_dir: Path |
 @noisy.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@out_option("out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--tile", type=click.IntRange(min=32), default=512, show_default=True)
 @click.option("--overlap", type=click.IntRange(min=0), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
@@ -100,7 +101,7 @@ def predict(model_dir: Path, image: Path, out_dir: Path, tile: int, overlap: int
 @noisy.command()
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@out_option("out_dir", type=click.Path(path_type=Path), default=None,
               help="Write metrics.json here.")
 @click.option("--pattern", default="", help="Only files whose name contains this text.")
 def evaluate(model_dir: Path, root: Path, out_dir: Path | None, pattern: str) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from eokit.core.cliopts import out_option
+
 
 @click.group(name="urban")
 def urban() -> None:
@@ -75,8 +77,7 @@ def _with_common(func: Callable[..., None]) -> Callable[..., None]:
 @urban.command("analyze")
 @click.option("--optical", required=True, type=click.Path(path_type=Path), help="Optical image.")
 @click.option("--sar", required=True, type=click.Path(path_type=Path), help="SAR VV image.")
-@click.option(
-    "-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder."
+@out_option("out_dir", required=True, type=click.Path(path_type=Path), help="Output folder."
 )
 @click.option("--name", default=None, help="City name for the report.")
 @_with_common
@@ -139,8 +140,7 @@ def _num(value: float | None) -> str:
 
 @urban.command("batch")
 @click.argument("cities_csv", type=click.Path(path_type=Path))
-@click.option(
-    "-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder."
+@out_option("out_dir", required=True, type=click.Path(path_type=Path), help="Output folder."
 )
 @click.option("--workers", type=int, default=None, help="Parallel processes (default: CPUs).")
 @_with_common

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from eokit.core.cliopts import out_option
+
 
 @click.group(name="synth")
 def synth() -> None:
@@ -13,10 +15,7 @@ def synth() -> None:
 
 
 @synth.command(name="scene")
-@click.option(
-    "-o",
-    "--out-dir",
-    type=click.Path(path_type=Path),
+@out_option("out_dir", type=click.Path(path_type=Path),
     required=True,
     help="Output folder (created if missing).",
 )
