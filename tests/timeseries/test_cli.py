@@ -46,12 +46,13 @@ def test_cli_pipeline(tmp_path, run_cli, monkeypatch):
     maps = tmp_path / "maps"
     code, out, err = run_cli(["timeseries", "predict", str(sim / "stack"), "--model",
                              str(run / "ft" / "model.safetensors"), "--out", str(maps),
-                             "--dates", "2019-06-30,2019-12-31", "--labels",
+                             "--dates", "2019-06-30,2019-12-10", "--labels",
                              str(sim / "canopy_last.tif"), "--rows-per-block", "5"])
     assert code == 0, err
     assert "forecasting head was not" not in err  # head-only fine-tuning: no caveat
     dates = json.loads((sim / "events.json").read_text())["dates"]
-    june = max(d for d in dates if d <= "2019-06-30")
+    june = min(dates, key=lambda d: abs(np.datetime64(d) - np.datetime64("2019-06-30")))
+    assert f"dates: 2019-06-30 -> {june}" in out
     with rasterio.open(maps / f"probability_{june}.tif") as src:
         probs = src.read()
         assert src.count == 3 and src.crs.to_epsg() == 32633
@@ -197,3 +198,57 @@ def test_pretrain_config_typos_are_named_before_the_data_are_read(tmp_path, run_
                             str(run), "--config", str(config)])
     assert code == 2 and expected in err, err
     assert len(err.strip().splitlines()) == 1 and not run.exists()
+
+
+DATES = ["2020-01-05", "2020-03-01", "2020-05-20", "2020-08-01"]
+
+
+@pytest.fixture
+def tiny_stack_and_model(tmp_path, write_test_geotiff):
+    """A 2-band, 4-date GeoTIFF stack and an untrained fine-tuned model saved for it."""
+    import torch
+
+    from eokit.timeseries.model import (
+        FineTunedSeriesModel,
+        PixelSeriesTransformer,
+        SeriesModelConfig,
+        save_model,
+    )
+
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    rng = np.random.default_rng(0)
+    for date in DATES:
+        write_test_geotiff(stack / f"img_{date}.tif",
+                           rng.uniform(0, 0.5, size=(2, 6, 5)).astype(np.float32), nodata=np.nan)
+    torch.manual_seed(0)
+    backbone = PixelSeriesTransformer(SeriesModelConfig.from_size("tiny", 2, max_len=16))
+    model = FineTunedSeriesModel(backbone, 2, class_names=["none", "forest"]).eval()
+    return stack, save_model(model, tmp_path / "model.safetensors")
+
+
+def test_predict_says_which_acquisition_each_date_maps_to(tmp_path, run_cli,
+                                                         tiny_stack_and_model):
+    stack, model = tiny_stack_and_model
+    out_dir = tmp_path / "maps"
+    code, out, err = run_cli(["timeseries", "predict", str(stack), "--model", str(model),
+                             "--out", str(out_dir), "--dates", "2020-05-12,2020-08-01",
+                             "--no-refine-dates"])
+    assert code == 0, err
+    assert "dates: 2020-05-12 -> 2020-05-20 (8 days later)" in out
+    assert "dates: 2020-08-01 -> 2020-08-01 (same day)" in out
+    with rasterio.open(out_dir / "probability_2020-05-20.tif") as src:
+        assert src.tags()["requested_dates"] == "2020-05-12"
+    html = (out_dir / "report.html").read_text()
+    assert "mapped at acquisition" in html and "2020-05-12" in html
+    # Far from every acquisition: one line naming --dates, nothing written.
+    for value, where in (("2020-04-10", "in a gap"), ("2021-06-30", "after the last")):
+        refused = tmp_path / f"refused_{value}"
+        code, out, err = run_cli(["timeseries", "predict", str(stack), "--model", str(model),
+                                 "--out", str(refused), "--dates", value])
+        assert code == 2 and f"dates: {value} is {where}" in err, err
+        assert len(err.strip().splitlines()) == 1 and not refused.exists()
+    code, out, err = run_cli(["timeseries", "predict", str(stack), "--model", str(model),
+                             "--out", str(tmp_path / "wide"), "--dates", "2020-04-10",
+                             "--date-tolerance-days", "60", "--no-refine-dates"])
+    assert code == 0 and "dates: 2020-04-10 -> 2020-03-01 (40 days earlier)" in out, err

@@ -11,7 +11,7 @@ import torch
 from eokit.core.errors import InputError
 from eokit.timeseries.data import SeriesReader
 from eokit.timeseries.model import FineTunedSeriesModel, PixelSeriesTransformer, SeriesModelConfig
-from eokit.timeseries.predict import select_dates, spatial_mean, write_maps
+from eokit.timeseries.predict import match_dates, select_dates, spatial_mean, write_maps
 
 DATES = ["2020-01-05", "2020-03-01", "2020-05-20", "2020-08-01"]
 
@@ -35,7 +35,7 @@ def _stack(folder, write_test_geotiff, shape, unobserved, seed):  # noqa: ANN001
 
 def test_unobserved_pixel_is_nodata_and_reported(tmp_path, write_test_geotiff):
     reader = _stack(tmp_path / "stack", write_test_geotiff, (6, 5), (2, 3), seed=0)
-    result = write_maps(_model(), reader, tmp_path / "out", dates="2020-06-01,2020-08-01",
+    result = write_maps(_model(), reader, tmp_path / "out", dates="2020-05-25,2020-08-01",
                         rows_per_block=4, progress=False)
     assert result.unobserved_pixels == 1
     with rasterio.open(tmp_path / "out" / "probability_2020-05-20.tif") as src:
@@ -63,20 +63,66 @@ def test_unobserved_pixel_is_nodata_and_reported(tmp_path, write_test_geotiff):
         assert src.descriptions[0] == "2020-01-05_none"
 
 
-def test_select_dates(caplog):
+def test_select_dates():
     dates = np.array(DATES, dtype="datetime64[s]")
-    with caplog.at_level("WARNING", logger="eokit.timeseries.predict"):
-        assert select_dates(dates, DATES[-1][:10]) == [3]
-        assert not caplog.records
-        assert select_dates(dates, "2030-01-01") == [3]  # the latest map there is, said so
-    assert "2030-01-01 is after the last date" in caplog.text
+    assert select_dates(dates, DATES[-1][:10]) == [3]
     assert select_dates(dates, "last") == [3]
     assert select_dates(dates, "all") == [0, 1, 2, 3]
-    assert select_dates(dates, "2020-03-01,2020-04-30") == [1]
-    with pytest.raises(InputError, match="dates: 2019-12-01 is before the first date"):
-        select_dates(dates, "2019-12-01")
+    # Nearest acquisition: 2020-05-10 is 10 days before 2020-05-20 (and 70 after 2020-03-01).
+    assert select_dates(dates, "2020-03-01,2020-05-10,2020-05-20") == [1, 2]
+    assert select_dates(dates, "2020-08-10") == [3]  # 9 days after the last: within 16
     with pytest.raises(InputError, match="dates: not an ISO date"):
         select_dates(dates, "yesterday")
+
+
+@pytest.mark.parametrize(("value", "where"), [
+    ("2019-12-01", "before the first acquisition"),
+    ("2030-01-01", "after the last acquisition"),
+    ("2020-04-10", "in a gap of the series"),  # 40 days from both neighbours
+])
+def test_requested_dates_far_from_every_acquisition_are_refused(value, where):
+    dates = np.array(DATES, dtype="datetime64[s]")
+    with pytest.raises(InputError, match=f"dates: {value} is {where}") as error:
+        select_dates(dates, value)
+    assert "--date-tolerance-days 16" in str(error.value) and "\n" not in str(error.value)
+    # A wider tolerance accepts it, and says where it lands.
+    match = match_dates(dates, value, tolerance_days=4000)[0]
+    assert match.requested == value and match.acquisition in DATES
+    assert match.offset_days == int((np.datetime64(match.acquisition) - np.datetime64(value))
+                                    .astype(int))
+
+
+def test_match_dates_reports_the_acquisition_and_offset():
+    dates = np.array(DATES, dtype="datetime64[s]")
+    early, same, late = match_dates(dates, "2020-05-10,2020-08-01,2020-08-05")
+    assert (early.acquisition, early.offset_days) == ("2020-05-20", 10)
+    assert early.describe() == "2020-05-10 -> 2020-05-20 (10 days later)"
+    assert same.describe() == "2020-08-01 -> 2020-08-01 (same day)"
+    assert (late.acquisition, late.offset_days) == ("2020-08-01", -4)
+    assert "4 days earlier" in late.describe()
+    # A tie goes to the earlier acquisition (it is what the causal map has seen).
+    assert match_dates(np.array(["2020-01-01", "2020-01-11"], dtype="datetime64[s]"),
+                       "2020-01-06")[0].acquisition == "2020-01-01"
+
+
+def test_maps_name_the_acquisition_and_tag_the_requested_date(tmp_path, write_test_geotiff,
+                                                              caplog):
+    reader = _stack(tmp_path / "stack", write_test_geotiff, (4, 3), (0, 0), seed=2)
+    with caplog.at_level("INFO", logger="eokit.timeseries.predict"):
+        result = write_maps(_model(), reader, tmp_path / "out", dates="2020-05-12",
+                            refine_dates=False, progress=False)
+    assert "dates: 2020-05-12 -> 2020-05-20 (8 days later)" in caplog.text
+    assert [m.acquisition for m in result.date_matches] == ["2020-05-20"]
+    with rasterio.open(tmp_path / "out" / "probability_2020-05-20.tif") as src:
+        tags = src.tags()
+    assert tags["acquisition_date"] == "2020-05-20" and tags["requested_dates"] == "2020-05-12"
+    multi = write_maps(_model(), reader, tmp_path / "multi", dates="2020-05-12,2020-01-01",
+                       multiband=True, refine_dates=False, progress=False)
+    with rasterio.open(multi.files["probabilities"]) as src:
+        assert src.tags()["requested_dates"] == "2020-05-12->2020-05-20,2020-01-01->2020-01-05"
+    with pytest.raises(InputError, match="dates: 2020-04-10 is in a gap"):
+        write_maps(_model(), reader, tmp_path / "refused", dates="2020-04-10", progress=False)
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
 
 
 def test_spatial_mean_against_hand_computed_neighbourhoods():

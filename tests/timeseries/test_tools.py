@@ -69,10 +69,12 @@ def test_schema():
 def test_canopy_area_matches_the_written_maps(inputs, tmp_path, multiband):
     root, model = inputs
     out = tmp_path / "maps"
-    summary = PREDICT(str(root / "stack"), str(model), str(out), dates="2020-03-01,2020-09-01",
+    summary = PREDICT(str(root / "stack"), str(model), str(out), dates="2020-03-01,2020-08-10",
                       multiband=multiband, rows_per_block=5)
     json.dumps(summary, allow_nan=False)
     assert [m["date"] for m in summary["maps"]] == ["2020-03-01", "2020-08-01"]
+    assert summary["requested_dates"][1] == {"requested": "2020-08-10",
+                                             "acquisition": "2020-08-01", "offset_days": -9}
     for j, mapped in enumerate(summary["maps"]):
         bands = (2 * j + 1, 2 * j + 2) if multiband else (1, 2)
         canopy, none_area, nodata = _areas_from_cog(mapped["file"], bands)

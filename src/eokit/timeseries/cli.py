@@ -287,7 +287,12 @@ _dtype_option = click.option(
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--dates", default=None,
-              help="Dates to map: comma-separated ISO dates, 'all' or 'last' (default 4 dates).")
+              help="Dates to map: comma-separated ISO dates (each mapped at the nearest "
+                   "acquisition, which names the output file), 'all' or 'last' (default 4 "
+                   "dates).")
+@click.option("--date-tolerance-days", type=click.FloatRange(min=0), default=16.0,
+              show_default=True,
+              help="Refuse a --dates value with no acquisition within this many days.")
 @click.option("--multiband", is_flag=True, help="One COG with dates x classes bands.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Label GeoTIFF (class ids), or for an EOPatch a timeless feature such as "
@@ -307,7 +312,7 @@ _dtype_option = click.option(
 @device_option
 @_eopatch_options
 def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None,
-            multiband: bool, labels: Path | None, label_map: str | None,
+            date_tolerance_days: float, multiband: bool, labels: Path | None, label_map: str | None,
             forest_classes: str | None, rows_per_block: int, refine_dates: bool,
             spatial_window: int, dtype: str,
             device: str, layout: str, features: str | None, valid_mask: str | None,
@@ -317,7 +322,12 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
     from eokit.core.tiling import resolve_device
     from eokit.timeseries.data import SeriesReader, parse_label_map
     from eokit.timeseries.model import FineTunedSeriesModel, load_model
-    from eokit.timeseries.predict import predict_report, read_map_labels, write_maps
+    from eokit.timeseries.predict import (
+        match_dates,
+        predict_report,
+        read_map_labels,
+        write_maps,
+    )
 
     model, meta = load_model(model_path)
     if not isinstance(model, FineTunedSeriesModel):
@@ -331,6 +341,10 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
         return
     reader = SeriesReader(input_path, layout=layout,
                           **_reader_options(features, valid_mask, invalid_mask))
+    if dates is not None and dates not in ("all", "last"):
+        # Checked before anything is read or written; each request is said where it lands.
+        for match in match_dates(reader.dates, dates, tolerance_days=date_tolerance_days):
+            click.echo(f"dates: {match.describe()}")
     truth = None if labels is None else read_map_labels(
         labels, reader, model.class_names, label_map=parse_label_map(label_map))
     forest = [c.strip() for c in forest_classes.split(",")] if forest_classes else None
@@ -340,7 +354,8 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
     result = write_maps(model, reader, out_dir, dates=dates, multiband=multiband,
                         forest_classes=forest, rows_per_block=rows_per_block,
                         refine_dates=refine_dates, spatial_window=spatial_window,
-                        keep_preview=reader.grid.width * reader.grid.height <= 4_000_000)
+                        keep_preview=reader.grid.width * reader.grid.height <= 4_000_000,
+                        date_tolerance_days=date_tolerance_days)
     report = predict_report(model, meta, reader, result, truth=truth,
                             labels_name=Path(labels).name if labels else "labels",
                             command="eokit timeseries predict")

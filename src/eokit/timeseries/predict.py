@@ -34,36 +34,85 @@ PROBABILITY_NODATA = -1.0
 DATE_NODATA = 0
 
 
-def select_dates(available: np.ndarray, requested: Sequence[str] | str | None) -> list[int]:
-    """Indices of the dates to map.
+#: Default largest gap, in days, between a requested map date and the acquisition it is mapped
+#: at (Landsat's 16-day revisit; Sentinel-2 revisits every 5 days).
+DATE_TOLERANCE_DAYS = 16.0
 
-    ``"all"``, ``"last"``, None (4 dates spread over the series) or ISO dates (each mapped to the
-    latest available date on or before it).
+
+@dataclass(frozen=True)
+class DateMatch:
+    """A requested map date and the acquisition it is mapped at."""
+
+    requested: str
+    index: int
+    acquisition: str
+    offset_days: int  # acquisition - requested (negative: the acquisition is earlier)
+
+    def describe(self) -> str:
+        """``"2020-06-01 -> 2020-05-20 (12 days earlier)"``."""
+        if self.offset_days == 0:
+            return f"{self.requested} -> {self.acquisition} (same day)"
+        side = "later" if self.offset_days > 0 else "earlier"
+        days = abs(self.offset_days)
+        return (f"{self.requested} -> {self.acquisition} "
+                f"({days} day{'s' if days != 1 else ''} {side})")
+
+
+def match_dates(available: np.ndarray, requested: Sequence[str] | str, *,
+                tolerance_days: float = DATE_TOLERANCE_DAYS) -> list[DateMatch]:
+    """Map each requested ISO date to the nearest acquisition (ties: the earlier one).
+
+    Args:
+        available: (T,) increasing acquisition dates.
+        requested: ISO dates, comma separated or as a sequence.
+        tolerance_days: Largest allowed distance to the nearest acquisition.
+
+    Raises:
+        InputError (naming ``dates``): a value is not an ISO date, or no acquisition lies within
+            ``tolerance_days`` of it (e.g. before the series starts, after it ends, or in a gap).
     """
     from eokit.timeseries.data import parse_dates
 
+    if not tolerance_days >= 0:
+        raise InputError(f"must be >= 0, got {tolerance_days}", parameter="date_tolerance_days")
+    if isinstance(requested, str):
+        requested = [d for d in requested.split(",") if d.strip()]
+    if not requested:
+        raise InputError("no date given", parameter="dates")
+    wanted = parse_dates(requested, parameter="dates").astype("datetime64[D]")
+    days = np.asarray(available).astype("datetime64[D]")
+    first, last = days[0], days[-1]
+    out = []
+    for value in wanted:
+        gaps = (days - value).astype(np.int64)
+        index = int(np.argmin(np.abs(gaps)))  # argmin keeps the first (earlier) of a tie
+        offset = int(gaps[index])
+        if abs(offset) > tolerance_days:
+            where = ("before the first acquisition" if value < first else
+                     "after the last acquisition" if value > last else
+                     "in a gap of the series")
+            raise InputError(
+                f"{value} is {where}: the nearest acquisition, {days[index]}, is {abs(offset)} "
+                f"days away (more than --date-tolerance-days {tolerance_days:g}; the series "
+                f"covers {first} to {last})", parameter="dates")
+        out.append(DateMatch(str(value), index, str(days[index]), offset))
+    return out
+
+
+def select_dates(available: np.ndarray, requested: Sequence[str] | str | None, *,
+                 tolerance_days: float = DATE_TOLERANCE_DAYS) -> list[int]:
+    """Indices of the dates to map.
+
+    ``"all"``, ``"last"``, None (4 dates spread over the series) or ISO dates (each mapped to the
+    nearest acquisition within ``tolerance_days``, see :func:`match_dates`).
+    """
     n = len(available)
     if requested is None:
         return sorted({int(round(i)) for i in np.linspace(n // 4, n - 1, 4)})
-    if isinstance(requested, str):
-        if requested == "all":
-            return list(range(n))
-        if requested == "last":
-            return [n - 1]
-        requested = [d for d in requested.split(",") if d.strip()]
-    wanted = parse_dates(requested, parameter="dates")
-    days = available.astype("datetime64[D]")
-    out = []
-    for value in wanted.astype("datetime64[D]"):
-        index = int(np.searchsorted(days, value, side="right")) - 1
-        if index < 0:
-            raise InputError(f"{value} is before the first date of the series ({days[0]})",
-                             parameter="dates")
-        if value > days[-1]:
-            logger.warning("dates: %s is after the last date of the series; mapped at %s",
-                           value, days[-1])
-        out.append(index)
-    return sorted(set(out))
+    if isinstance(requested, str) and requested in ("all", "last"):
+        return list(range(n)) if requested == "all" else [n - 1]
+    matches = match_dates(available, requested, tolerance_days=tolerance_days)
+    return sorted({m.index for m in matches})
 
 
 def forest_class_indices(class_names: Sequence[str], forest: Sequence[str] | None) -> list[int]:
@@ -100,6 +149,7 @@ class MapResult:
     unobserved_pixels: int = 0
     pixels: int = 0
     spatial_window: int = 1
+    date_matches: list[DateMatch] = field(default_factory=list)  # requested ISO dates only
 
 
 def write_maps(
@@ -118,6 +168,7 @@ def write_maps(
     spatial_window: int = 1,
     keep_preview: bool = True,
     progress: bool = True,
+    date_tolerance_days: float = DATE_TOLERANCE_DAYS,
 ) -> MapResult:
     """Predict every pixel of a raster series and write probability and change COGs.
 
@@ -125,7 +176,9 @@ def write_maps(
         model: Fine-tuned classification model.
         reader: The raster series (read block by block).
         out_dir: Output folder.
-        dates: Which dates to map (see :func:`select_dates`).
+        dates: Which dates to map (see :func:`select_dates`). Requested ISO dates are mapped
+            at the nearest acquisition (logged, listed in the report and in each probability
+            COG's ``requested_dates`` tag; the file is named after the acquisition).
         multiband: One COG with ``dates x classes`` bands instead of one COG per date.
         forest_classes: Class names counted as forest for the change maps.
         rows_per_block: Rows read and predicted at a time (memory bound).
@@ -142,6 +195,8 @@ def write_maps(
             change maps stay per pixel.
         keep_preview: Keep the maps in memory for the report (small scenes).
         progress: Progress bar over row blocks.
+        date_tolerance_days: Requested dates farther than this from every acquisition are
+            refused (InputError naming ``dates``) before anything is written.
 
     Returns:
         Files written and previews.
@@ -154,8 +209,15 @@ def write_maps(
         raise InputError("predict maps need a classification model", parameter="model")
     full_grid = reader.grid
     height, width = full_grid.height, full_grid.width
-    chosen = select_dates(reader.dates, dates)
+    chosen = select_dates(reader.dates, dates, tolerance_days=date_tolerance_days)
+    matches: list[DateMatch] = []
+    if dates is not None and not (isinstance(dates, str) and dates in ("all", "last")):
+        matches = match_dates(reader.dates, dates, tolerance_days=date_tolerance_days)
+        for match in matches:
+            logger.info("dates: %s", match.describe())
     date_text = [str(reader.dates[i].astype("datetime64[D]")) for i in chosen]
+    requested_at = {d: ",".join(m.requested for m in matches if m.acquisition == d)
+                    for d in date_text}
     classes = model.class_names
     forest = forest_class_indices(classes, forest_classes)
     check_window(spatial_window)
@@ -163,20 +225,27 @@ def write_maps(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result = MapResult(date_indices=chosen, dates=reader.dates, pixels=height * width,
-                       spatial_window=spatial_window)
+                       spatial_window=spatial_window, date_matches=matches)
     writers: dict[str, Any] = {}
     try:
         if multiband:
             path = out / "probabilities.tif"
             names = [f"{d}_{c}" for d in date_text for c in classes]
+            tags = {"acquisition_dates": ",".join(date_text)}
+            if matches:
+                tags["requested_dates"] = ",".join(f"{m.requested}->{m.acquisition}"
+                                                   for m in matches)
             writers["probabilities"] = open_writer(path, full_grid, len(names), "float32",
                                                    nodata=PROBABILITY_NODATA, cog=True,
-                                                   band_names=names)
+                                                   band_names=names, tags=tags)
         else:
             for d in date_text:
+                tags = {"acquisition_date": d}
+                if requested_at[d]:
+                    tags["requested_dates"] = requested_at[d]
                 writers[f"probability_{d}"] = open_writer(
                     out / f"probability_{d}.tif", full_grid, len(classes), "float32",
-                    nodata=PROBABILITY_NODATA, cog=True, band_names=list(classes))
+                    nodata=PROBABILITY_NODATA, cog=True, band_names=list(classes), tags=tags)
         if forest:
             for name in ("becomes_forest", "stops_forest",
                          *(["stops_forest_refined"] if refine_dates else [])):
@@ -427,6 +496,9 @@ def predict_report(model: FineTunedSeriesModel, meta: dict[str, Any], reader: Se
         "neighbourhoods (observed pixels only); the change maps are per pixel.")
     report.section("Maps", "Most likely class at each mapped date (grey: never observed)."
                    + context)
+    if result.date_matches:
+        report.table([{"requested date": m.requested, "mapped at acquisition": m.acquisition,
+                       "offset (days)": m.offset_days} for m in result.date_matches])
     for index, probs in result.probability_preview.items():
         report.image_map(_class_map(probs), title=f"class on {str(dates[index])[:10]}",
                          pixel_size_m=pixel_size, classes=model.class_names)

@@ -8,7 +8,15 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from eokit.core.tools import InputPath, OutputPath, Range, ToolSpec, raster_summary, row_areas_m2
+from eokit.core.tools import (
+    InputPath,
+    OutputPath,
+    Range,
+    ToolSpec,
+    Unit,
+    raster_summary,
+    row_areas_m2,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +89,7 @@ def timeseries_predict(
     model: Annotated[str, InputPath("file")],
     out_dir: Annotated[str, OutputPath("dir")],
     dates: str | None = None,
+    date_tolerance_days: Annotated[float, Range(0, 366), Unit("days")] = 16.0,
     multiband: bool = False,
     labels: Annotated[str, InputPath("file")] | None = None,
     label_map: str | None = None,
@@ -103,8 +112,11 @@ def timeseries_predict(
         input_path: Series folder: GeoTIFFs named by date (img_YYYY-MM-DD.tif) or an EOPatch.
         model: Fine-tuned model file (model.safetensors from timeseries finetune).
         out_dir: Output folder.
-        dates: Dates to map: comma-separated ISO dates (each mapped to the latest observation
-            on or before it), 'all' or 'last'; default: 4 dates spread over the series.
+        dates: Dates to map: comma-separated ISO dates (each mapped at the nearest
+            acquisition, which names the output file), 'all' or 'last'; default: 4 dates
+            spread over the series.
+        date_tolerance_days: A requested date with no acquisition within this many days is
+            refused.
         multiband: Write one COG with dates x classes bands instead of one COG per date.
         labels: Reference label GeoTIFF on the series' grid (adds ROC/PR curves to the report).
         label_map: Remap label values first, e.g. '2:1,*:0'.
@@ -152,7 +164,7 @@ def timeseries_predict(
                         forest_classes=forest_classes, rows_per_block=rows_per_block,
                         refine_dates=refine_dates, spatial_window=spatial_window,
                         keep_preview=reader.grid.width * reader.grid.height <= 4_000_000,
-                        progress=False)
+                        progress=False, date_tolerance_days=date_tolerance_days)
     report = predict_report(network, meta, reader, result, truth=truth,
                             labels_name=Path(labels).name if labels else "labels",
                             command="eokit timeseries predict")
@@ -172,6 +184,8 @@ def timeseries_predict(
         "classes": classes,
         "forest_classes": [classes[i] for i in forest],
         "maps": mapped,
+        "requested_dates": [{"requested": m.requested, "acquisition": m.acquisition,
+                             "offset_days": m.offset_days} for m in result.date_matches],
         "unobserved_pixels": result.unobserved_pixels,
         "pixels": result.pixels,
         "grid": raster_summary(mapped[0]["file"]),
