@@ -127,7 +127,7 @@ def retrieve(
     eps = _number_or_path(emissivity, "--emissivity")
     water = _number_or_path(water_vapour, "--water-vapour")
     assert water is not None
-    out = retrieve_scene(
+    result = retrieve_scene(
         thermal,
         output,
         config=config,
@@ -138,6 +138,7 @@ def retrieve(
         water_vapour=water,
         block=block,
     )
+    out = result.path
     report = Report("Land-surface temperature", command="eokit lst retrieve")
     stats = add_lst_section(
         report,
@@ -145,6 +146,7 @@ def retrieve(
         title="LST map",
         method=method,
         text=f"Method **{method}**, band {band_obj.name}, water vapour {water_vapour} g cm⁻².",
+        plausibility=result.as_dict(),
     )
     files = {
         "thermal": thermal,
@@ -166,7 +168,14 @@ def retrieve(
         },
     )
     html = report.write(report_path or output.with_suffix(".html"))
-    click.echo(f"LST: {out} (mean {stats.get('mean_k', float('nan')):.2f} K); report: {html}")
+    masked = (
+        f"; {result.implausible_masked} implausible pixel(s) outside 180-380 K masked"
+        if result.implausible_masked
+        else ""
+    )
+    click.echo(
+        f"LST: {out} (mean {stats.get('mean_k', float('nan')):.2f} K{masked}); report: {html}"
+    )
 
 
 @lst.command()

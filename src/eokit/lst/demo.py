@@ -92,9 +92,10 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
     except InputError as error:
         logger.warning("PIML skipped: %s", error)
     rows = []
+    checks: dict[str, dict[str, object]] = {}
     for method in methods:
         config = RetrievalConfig(method=method, network=network)
-        out = retrieve_scene(
+        result = retrieve_scene(
             paths["B10"],
             folder / f"lst_{method}.tif",
             config=config,
@@ -104,14 +105,16 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
             water_vapour=info["water_vapour"],
             progress=False,
         )
-        lst = read_raster(out, allow_empty=True).data[0]
+        checks[method] = result.as_dict()
+        lst = read_raster(result.path, allow_empty=True).data[0]
         difference = lst - truth
         rows.append(
             {
                 "method": method,
                 "rmse_k": float(np.sqrt(np.nanmean(difference**2))),
                 "bias_k": float(np.nanmean(difference)),
-                "output": out.name,
+                "implausible_masked": result.implausible_masked,
+                "output": result.name,
             }
         )
     best = folder / f"lst_{methods[0]}.tif"
@@ -125,7 +128,13 @@ def add_demo_section(report: Report, out_dir: Path, *, quick: bool, seed: int) -
         "model for this profile, hence its cold bias."
     )
     add_lst_section(
-        report, best, title="Land-surface temperature", method=methods[0], text=text, truth=truth
+        report,
+        best,
+        title="Land-surface temperature",
+        method=methods[0],
+        text=text,
+        truth=truth,
+        plausibility=checks[methods[0]],
     )
     report.table(rows, caption="Retrieved vs simulated LST (all pixels)")
     report.text(f"Outputs in `{folder}`; section time {time.perf_counter() - start:.1f} s.")

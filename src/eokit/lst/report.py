@@ -61,6 +61,7 @@ def add_lst_section(
     method: str,
     text: str | None = None,
     truth: np.ndarray | None = None,
+    plausibility: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Add a section with the LST map (colour bar in K), its histogram and statistics.
 
@@ -71,6 +72,8 @@ def add_lst_section(
         method: Retrieval method name (shown).
         text: Optional markdown paragraph.
         truth: Optional true LST on the same preview grid: adds error statistics and a histogram.
+        plausibility: Counts of the retrieval's plausibility mask
+            (:meth:`eokit.lst.scene.RetrievalResult.as_dict`): stated in the text and metrics.
 
     Returns:
         The statistics shown.
@@ -79,6 +82,19 @@ def add_lst_section(
 
     preview, pixel = read_preview(lst_path)
     stats = lst_statistics(preview)
+    if plausibility is not None:
+        masked = int(plausibility.get("implausible_masked", 0))
+        total = int(plausibility.get("retrievable_pixels", 0))
+        note = (
+            f"**{masked} of {total} retrievable pixels ({100 * masked / max(total, 1):.2f} %) gave "
+            f"an LST outside the plausible 180–380 K** "
+            f"({plausibility.get('implausible_below_180k', 0)} below, "
+            f"{plausibility.get('implausible_above_380k', 0)} above, "
+            f"{plausibility.get('not_invertible', 0)} not invertible); they are nodata in the map."
+            if masked
+            else "Every retrievable pixel gave an LST within the plausible 180–380 K."
+        )
+        text = f"{text}\n\n{note}" if text else note
     report.section(title, text)
     vmin, vmax = (stats.get("p2_k"), stats.get("p98_k")) if stats["valid_pixels"] else (None, None)
     report.image_map(
@@ -112,8 +128,11 @@ def add_lst_section(
         caption="Distribution of retrieved LST"
         + (" and of its error against the simulated truth" if truth is not None else ""),
     )
+    shown: dict[str, Any] = {"method": method, **stats}
+    if plausibility is not None:
+        shown["implausible_masked"] = int(plausibility.get("implausible_masked", 0))
     report.metrics(
-        {"method": method, **{k: v for k, v in stats.items()}},
+        shown,
         caption="LST statistics (preview resolution)",
     )
     return stats

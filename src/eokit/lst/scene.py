@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from eokit.core.errors import InputError
+from eokit.core.errors import DataError, InputError
 from eokit.lst.baselines import MonoWindow, SingleChannel
 from eokit.lst.planck import Band, get_band
 from eokit.lst.rt import check_emissivity, check_radiance, check_water_vapour, rte_inverse
@@ -28,6 +28,18 @@ METHODS = ("piml", "sc", "rte", "mono")
 #: NDVI thresholds method (Sobrino et al. 2008) constants for TIRS band 10.
 NDVI_SOIL, NDVI_VEG = 0.2, 0.5
 EMISSIVITY_SOIL, EMISSIVITY_VEG, EMISSIVITY_WATER = 0.971, 0.987, 0.991
+
+#: Plausible land-surface temperatures, K: colder than the coldest Antarctic plateau surfaces
+#: (~185 K) or hotter than the hottest bare soils (~350 K) plus margin is not a surface.
+LST_MIN_K, LST_MAX_K = 180.0, 380.0
+#: Reflectance range accepted for red/NIR (negative SR values and bright clouds occur a little
+#: beyond [0, 1]; unscaled DN lie in the thousands).
+REFLECTANCE_MIN, REFLECTANCE_MAX = -0.1, 1.5
+#: Fraction of a block's valid pixels outside a physical input range that makes the input wrong
+#: rather than noisy.
+_OUTLIER_FRACTION = 0.01
+#: Above this share of the retrievable pixels outside [LST_MIN_K, LST_MAX_K] the scene is an error.
+_IMPLAUSIBLE_FRACTION = 0.5
 
 
 @dataclass
@@ -338,6 +350,222 @@ def _retrieve_sc(
     fused.run_chunks(starts, work, threads=None if thermal.size > 4 * fused.CHUNK_PIXELS else 1)
 
 
+@dataclass
+class RetrievalResult:
+    """What :func:`retrieve_scene` wrote and how many pixels it had to mask.
+
+    It is path-like (``os.fspath(result)`` is the written file), so it can be passed wherever
+    the output path is expected.
+
+    Attributes:
+        path: The LST COG.
+        valid_pixels: Pixels with a plausible LST in the output.
+        retrievable_pixels: Pixels whose inputs were all valid.
+        implausible_masked: Retrievable pixels whose LST fell outside [180, 380] K or could not
+            be inverted; they are nodata in the output.
+        implausible_low, implausible_high, not_invertible: The masked pixels by cause.
+    """
+
+    path: Path
+    valid_pixels: int = 0
+    retrievable_pixels: int = 0
+    implausible_masked: int = 0
+    implausible_low: int = 0
+    implausible_high: int = 0
+    not_invertible: int = 0
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        """File name of the output."""
+        return self.path.name
+
+    def as_dict(self) -> dict[str, Any]:
+        """Counts as a JSON-able dict (with the plausible range)."""
+        return {
+            "valid_pixels": self.valid_pixels,
+            "retrievable_pixels": self.retrievable_pixels,
+            "implausible_masked": self.implausible_masked,
+            "implausible_below_180k": self.implausible_low,
+            "implausible_above_380k": self.implausible_high,
+            "not_invertible": self.not_invertible,
+            "plausible_range_k": [LST_MIN_K, LST_MAX_K],
+        }
+
+
+def _finite_count(values: Any) -> int:
+    return int(np.count_nonzero(np.isfinite(values)))
+
+
+def _thermal_block_check(
+    data: np.ndarray, calibration: MtlCalibration | None, band: Band, path: Path
+) -> None:
+    """InputError when a block's radiance exceeds any value the band can measure.
+
+    Band-10 TOA radiance stays below ~25 W m-2 sr-1 um-1 (a 380 K blackbody); the sensor
+    saturates near 22. A share of pixels above the radiance of a 400 K blackbody means the file
+    holds something else, and the values tell what.
+    """
+    if data.size == 0:
+        return
+    high = float(np.fmax.reduce(data, axis=None))
+    if not np.isfinite(high):
+        return
+    limit = float(band.radiance(np.float64(400.0)))
+    scale = (calibration.radiance_mult, calibration.radiance_add) if calibration else (1.0, 0.0)
+    if high * scale[0] + scale[1] <= limit:
+        return
+    finite = data[np.isfinite(data) & (data > 0)]
+    radiance = finite * np.float32(scale[0]) + np.float32(scale[1])
+    if np.count_nonzero(radiance > limit) <= _OUTLIER_FRACTION * finite.size:
+        return  # a few hot or corrupt pixels: masked by the output check
+    median = float(np.median(finite))
+    if calibration is not None:
+        cause = (f"radiance after the MTL rescaling reaches {high * scale[0] + scale[1]:.4g} "
+                 f"W m-2 sr-1 um-1, above any {band.name} value ({limit:.1f} at 400 K); "
+                 f"is the MTL ({calibration.path}) for this band and product?")
+    elif median > 1000:
+        cause = (f"looks like Level-1 DN, not radiance (values up to {high:.6g}, median "
+                 f"{median:.6g}): pass --mtl with the scene's MTL file")
+    elif 150 <= median <= 400:
+        cause = (f"values around {median:.4g} look like brightness temperatures in K; give the "
+                 "TOA radiance in W m-2 sr-1 um-1 (or Level-1 DN with --mtl)")
+    else:
+        cause = (f"values up to {high:.6g} exceed any {band.name} TOA radiance ({limit:.1f} "
+                 "W m-2 sr-1 um-1 at 400 K); it does not look like a thermal radiance band")
+    raise InputError(cause, path=path)
+
+
+def _reflectance_block_check(values: np.ndarray, what: str, path: Path) -> None:
+    """InputError when red/NIR values lie far outside reflectance (DN, percent, wrong band)."""
+    if values.size == 0:
+        return
+    low, high = float(np.fmin.reduce(values, axis=None)), float(np.fmax.reduce(values, axis=None))
+    if not (low < REFLECTANCE_MIN or high > REFLECTANCE_MAX):
+        return  # also when all NaN (comparisons are False)
+    finite = values[np.isfinite(values)]
+    outside = np.count_nonzero((finite < REFLECTANCE_MIN) | (finite > REFLECTANCE_MAX))
+    if outside <= _OUTLIER_FRACTION * finite.size:
+        return
+    if high > 100:
+        hint = ("it looks like DN not scaled to reflectance (Landsat Collection 2 Level-2: "
+                "rho = 2.75e-5 * DN - 0.2)")
+    elif high > REFLECTANCE_MAX:
+        hint = "reflectance in percent? give it as a fraction (0-1)"
+    else:
+        hint = "check the band and its scaling"
+    raise InputError(
+        f"{what} reflectance ranges {low:.4g}..{high:.4g}, {100 * outside / finite.size:.0f} % "
+        f"of the pixels outside [{REFLECTANCE_MIN}, {REFLECTANCE_MAX}]; {hint}",
+        path=path,
+    )
+
+
+class _Plausibility:
+    """Per-input valid-pixel counts and the output mask of implausible LST, block by block."""
+
+    def __init__(self, inputs: dict[str, Path]) -> None:
+        self.inputs = inputs
+        self.valid_inputs = dict.fromkeys(inputs, 0)
+        self.retrievable = 0
+        self.valid = 0
+        self.low = 0
+        self.high = 0
+        self.not_invertible = 0
+
+    def block(self, lst: np.ndarray, rasters: dict[str, np.ndarray]) -> np.ndarray:
+        """Count the block's valid inputs and set implausible LST to NaN (in place)."""
+        ok = np.ones(lst.shape, dtype=bool)
+        for key, values in rasters.items():
+            good = np.isfinite(values)
+            if key == "thermal":
+                good &= values > 0  # DN 0 is fill; radiance <= 0 is not a measurement
+            self.valid_inputs[key] += int(np.count_nonzero(good))
+            ok &= good
+        with np.errstate(invalid="ignore"):
+            low = ok & (lst < LST_MIN_K)
+            high = ok & (lst > LST_MAX_K)
+        nan = ok & np.isnan(lst)
+        self.retrievable += int(np.count_nonzero(ok))
+        self.low += int(np.count_nonzero(low))
+        self.high += int(np.count_nonzero(high))
+        self.not_invertible += int(np.count_nonzero(nan))
+        bad = low | high
+        if bad.any():
+            lst[bad] = np.nan
+        # pixels with an invalid input that still got a number (a scalar emissivity, say) stay
+        self.valid += _finite_count(lst)
+        return lst
+
+    @property
+    def masked(self) -> int:
+        return self.low + self.high + self.not_invertible
+
+    def finish(
+        self, thermal: Path, calibration: MtlCalibration | None, config: RetrievalConfig
+    ) -> None:
+        """Raise for an empty input or a mostly implausible scene; log the masked count."""
+        for key, count in self.valid_inputs.items():
+            if count == 0:
+                raise InputError(
+                    f"{key.replace('_', ' ')} raster has no valid pixel (all nodata or NaN)",
+                    path=self.inputs[key],
+                )
+        if self.retrievable == 0:
+            names = ", ".join(map(str, self.inputs.values()))
+            raise DataError(
+                f"no pixel is valid in all inputs at once ({names}); their nodata areas do not "
+                "overlap the thermal band's data"
+            )
+        if self.masked == 0:
+            return
+        share = self.masked / self.retrievable
+        if share > _IMPLAUSIBLE_FRACTION:
+            raise DataError(
+                f"{thermal}: {100 * share:.0f} % of the {self.retrievable} retrievable pixels "
+                f"give an LST outside the plausible {LST_MIN_K:.0f}-{LST_MAX_K:.0f} K "
+                f"({self.low} below, {self.high} above, {self.not_invertible} not invertible); "
+                f"likely cause: "
+                f"{self._cause(calibration, config)}"
+            )
+        logger.warning(
+            "%s: %d of %d retrievable pixels (%.2f %%) gave an LST outside %.0f-%.0f K "
+            "(%d below, %d above, %d not invertible) and are masked as nodata",
+            thermal, self.masked, self.retrievable, 100 * share, LST_MIN_K, LST_MAX_K,
+            self.low, self.high, self.not_invertible,
+        )
+
+    def _cause(self, calibration: MtlCalibration | None, config: RetrievalConfig) -> str:
+        too_hot = self.high >= self.low + self.not_invertible
+        if config.method == "rte" and not too_hot:
+            return ("the atmosphere (--tau, --up, --down) does not fit the radiance (path "
+                    "radiance above the measurement?)")
+        if too_hot:
+            if calibration is None:
+                return "the thermal band looks like Level-1 DN: pass --mtl"
+            return "the MTL rescaling does not fit the thermal band (MTL of another scene/band?)"
+        if calibration is not None:
+            return ("the thermal band looks like radiance already, yet the MTL rescaled it as "
+                    "DN: drop --mtl")
+        return ("the radiance is too low for a surface (is it TOA radiance in W m-2 sr-1 um-1 "
+                "of band 10/11?)")
+
+
+def _check_one_band(path: Path, what: str) -> tuple[Any, int, str]:
+    from eokit.core.raster import raster_info
+
+    grid, count, dtype = raster_info(path)
+    if count != 1:
+        raise InputError(
+            f"has {count} bands; the {what} input must be a one-band raster (give that band as "
+            "its own file)",
+            path=path,
+        )
+    return grid, count, dtype
+
+
 def _read_window(path: Path, window: tuple[int, int, int, int]) -> np.ndarray:
     from eokit.core.raster import read_raster
 
@@ -360,8 +588,15 @@ def retrieve_scene(
     block: int = 1024,
     progress: bool = True,
     on_block: Callable[[np.ndarray], None] | None = None,
-) -> Path:
+) -> RetrievalResult:
     """Retrieve LST for a thermal raster, block by block, into a float32 COG (K, NaN = nodata).
+
+    Inputs and output are checked for physical plausibility on the way: one-band rasters, no
+    8-bit image as the thermal band, band-10/11 radiance below that of a 400 K blackbody (DN
+    without ``mtl`` and brightness temperatures are recognised), red/NIR within reflectance,
+    emissivity in (0, 1], every raster with valid pixels. LST outside [180, 380] K is masked as
+    nodata and counted; when more than half of the retrievable pixels are masked the scene is an
+    error naming the likely cause.
 
     Args:
         thermal: Band-10 raster: Level-1 DN when ``mtl`` is given, else TOA radiance.
@@ -374,13 +609,18 @@ def retrieve_scene(
         water_vapour: Column water vapour, g cm⁻²: one value or a raster on the thermal grid.
         block: Block size in pixels.
         progress: Show a tqdm bar.
-        on_block: Called with each finished LST block (for statistics).
+        on_block: Called with each finished LST block (for statistics), after masking.
+
+    Returns:
+        The written path with the counts of valid and masked pixels (path-like).
 
     Raises:
-        InputError: missing/misaligned inputs, bad values (emissivity outside (0, 1], negative
-            radiance, water vapour outside [0, 10]), MTL for another band/sensor.
+        InputError: missing/misaligned/multi-band inputs, bad values (emissivity outside (0, 1],
+            negative or unphysical radiance, reflectance far outside [-0.1, 1.5], water vapour
+            outside [0, 10]), an input without a valid pixel, MTL for another band/sensor.
+        DataError: more than half of the retrievable pixels give an implausible LST.
     """
-    from eokit.core.raster import check_aligned, open_writer, raster_info
+    from eokit.core.raster import check_aligned, open_writer
     from eokit.core.tiling import plan_windows
 
     thermal = Path(thermal)
@@ -389,7 +629,13 @@ def retrieve_scene(
         if mtl is not None
         else None
     )
-    grid, _, _ = raster_info(thermal)
+    grid, _, dtype = _check_one_band(thermal, "thermal")
+    if np.dtype(dtype) == np.uint8:
+        raise InputError(
+            "8-bit data (0-255, an image such as a JPEG/PNG?) does not look like a thermal band: "
+            "give Level-1 DN (16-bit, with --mtl) or TOA radiance in W m-2 sr-1 um-1",
+            path=thermal,
+        )
     rasters: dict[str, Path] = {}
     if emissivity is not None and not isinstance(emissivity, int | float):
         rasters["emissivity"] = Path(emissivity)
@@ -407,10 +653,11 @@ def retrieve_scene(
     else:
         check_water_vapour(float(water_vapour))
     grids = {str(thermal): grid}
-    for path in rasters.values():
-        grids[str(path)] = raster_info(path)[0]
+    for key, path in rasters.items():
+        grids[str(path)] = _check_one_band(path, key.replace("_", " "))[0]
     if len(grids) > 1:
         check_aligned(**grids)
+    plausibility = _Plausibility({"thermal": thermal, **rasters})
     windows = plan_windows(grid.height, grid.width, tile=block, overlap=0)
     iterator: Any = windows
     if progress:
@@ -421,24 +668,36 @@ def retrieve_scene(
         output, grid, 1, "float32", nodata=float("nan"), cog=True, band_names=["lst_k"]
     ) as writer:
         for window in iterator:
-            data = _read_window(thermal, window)
-            eps: Any = emissivity
-            if "emissivity" in rasters:
-                eps = _read_window(rasters["emissivity"], window)
-            water: Any = water_vapour
-            if "water_vapour" in rasters:
-                water = _read_window(rasters["water_vapour"], window)
+            blocks = {"thermal": _read_window(thermal, window)}
+            for key, path in rasters.items():
+                blocks[key] = _read_window(path, window)
+            _thermal_block_check(blocks["thermal"], calibration, config.band, thermal)
+            for key in ("red", "nir"):
+                if key in blocks:
+                    _reflectance_block_check(blocks[key], key.upper() if key == "nir" else key,
+                                             rasters[key])
             lst = retrieve_arrays(
-                data,
+                blocks["thermal"],
                 config=config,
                 calibration=calibration,
-                emissivity=eps,
-                red=_read_window(rasters["red"], window) if "red" in rasters else None,
-                nir=_read_window(rasters["nir"], window) if "nir" in rasters else None,
-                water_vapour=water,
+                emissivity=blocks.get("emissivity", emissivity),  # type: ignore[arg-type]
+                red=blocks.get("red"),
+                nir=blocks.get("nir"),
+                water_vapour=blocks.get("water_vapour", water_vapour),  # type: ignore[arg-type]
                 names={"radiance": str(thermal), **{k: str(v) for k, v in rasters.items()}},
             )
+            lst = plausibility.block(lst, blocks)
             if on_block is not None:
                 on_block(lst)
             writer.write_window(lst[None], window[0], window[1])
-    return Path(output)
+        # still inside the writer: an error here leaves no output file behind
+        plausibility.finish(thermal, calibration, config)
+    return RetrievalResult(
+        path=Path(output),
+        valid_pixels=plausibility.valid,
+        retrievable_pixels=plausibility.retrievable,
+        implausible_masked=plausibility.masked,
+        implausible_low=plausibility.low,
+        implausible_high=plausibility.high,
+        not_invertible=plausibility.not_invertible,
+    )

@@ -107,8 +107,10 @@ def lst_retrieve(
         block: Block side in pixels (memory bound).
 
     Returns:
-        Output paths, the grid (CRS, extent, pixel size), and min/mean/max/std LST in K over
-        every valid pixel with valid and nodata pixel counts.
+        Output paths, the grid (CRS, extent, pixel size), min/mean/max/std LST in K over
+        every valid pixel with valid and nodata pixel counts, and ``implausible_masked``: the
+        pixels whose LST fell outside 180-380 K and were masked as nodata (by cause under
+        ``plausibility``).
     """
     from eokit.core.errors import InputError
     from eokit.core.report import Report
@@ -134,12 +136,14 @@ def lst_retrieve(
                              air_temperature_k=air_temperature, network=network)
     eps: str | float | None = emissivity_raster if emissivity_raster is not None else emissivity
     water: str | float = water_vapour_raster if water_vapour_raster is not None else water_vapour
-    out = retrieve_scene(thermal, output, config=config, mtl=mtl, emissivity=eps, red=red,
-                         nir=nir, water_vapour=water, block=block, progress=False)
+    result = retrieve_scene(thermal, output, config=config, mtl=mtl, emissivity=eps, red=red,
+                            nir=nir, water_vapour=water, block=block, progress=False)
+    out = result.path
     statistics = _statistics(out, block)
     report = Report("Land-surface temperature", command="eokit lst retrieve")
     add_lst_section(report, out, title="LST map", method=method,
-                    text=f"Method **{method}**, band {band_obj.name}, water vapour {water} g cm⁻².")
+                    text=f"Method **{method}**, band {band_obj.name}, water vapour {water} g cm⁻².",
+                    plausibility=result.as_dict())
     inputs = {"thermal": thermal, "mtl": mtl, "red": red, "nir": nir,
               "emissivity": emissivity_raster, "water_vapour": water_vapour_raster}
     report.provenance(inputs={k: v for k, v in inputs.items() if v is not None},
@@ -152,6 +156,8 @@ def lst_retrieve(
         "method": method,
         "band": band_obj.name,
         "lst": statistics.as_dict(),
+        "implausible_masked": result.implausible_masked,
+        "plausibility": result.as_dict(),
         "grid": raster_summary(out),
     }
 
