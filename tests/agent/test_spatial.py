@@ -187,6 +187,7 @@ def test_relate_polygons_in_utm(tmp_path):
         square(X0 + 500, Y0, 1000),         # 2 overlaps half of 0
         square(X0 + 3000, Y0, 1000),        # 3 2 km east of 0
         square(X0 + 1000, Y0, 1000),        # 4 shares 0's east edge
+        square(X0 + 1000, Y0 + 200, 500),   # 5 shares part of it, at another vertex spacing
     ], crs=UTM33)
     inside = spatial.geo_relate(path, 1, path, 0)
     assert inside["a_within_b"] and not inside["a_contains_b"] and inside["intersects"]
@@ -200,8 +201,10 @@ def test_relate_polygons_in_utm(tmp_path):
     assert far["disjoint"] and far["intersection_area_m2"] == 0
     assert far["distance_m"] == pytest.approx(2000 / 0.9996, rel=1e-3)
     assert far["a_is"] == "east_of" and far["bearing_deg"] == pytest.approx(90, abs=1)
-    touching = spatial.geo_relate(path, 4, path, 0)
-    assert touching["touches"] and touching["distance_m"] == 0
+    for index in (4, 5):
+        touching = spatial.geo_relate(path, index, path, 0)
+        assert touching["touches"] and touching["intersects"] and not touching["a_within_b"]
+        assert touching["distance_m"] == 0 and touching["intersection_area_m2"] == 0
 
 
 def test_relate_bad_arguments(tmp_path):
@@ -227,6 +230,12 @@ def test_image_relation_pixel_boxes(tmp_path):
     assert out["entirely"] == ["left_of", "above"] and out["north_up"] is None
     flipped = spatial.geo_image_relation(path, 1, 0)
     assert flipped["a_is"] == ["right_of", "below"]
+    # boxes written without a frame would read as lon/lat: coordinates="pixel" says otherwise
+    bare = geojson(tmp_path / "bare.geojson", [square(40, 5, 10), square(5, 60, 10)])
+    with pytest.raises(InputError, match="raster: .*map coordinates"):
+        spatial.geo_image_relation(bare, 0, 1)
+    out = spatial.geo_image_relation(bare, 0, 1, coordinates="pixel")
+    assert out["a_is"] == ["right_of", "above"] and out["dominant"] == "above"
 
 
 def test_image_relation_map_features_on_north_up_and_rotated_grids(tmp_path):
@@ -306,6 +315,7 @@ def test_class_objects_bad_inputs(classes, tmp_path):
         spatial.geo_class_objects(floats, 0)
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_class_areas_projected_and_geographic(classes, tmp_path):
     path, grid = classes
     out = spatial.geo_class_areas(path)
@@ -363,6 +373,20 @@ def test_zonal_categorical_class_areas(classes, tmp_path):
                                               "coordinates": [[X0, Y0], [X0 + 5, Y0]]}], crs=UTM33)
     with pytest.raises(InputError, match="zones: feature 0 is a LineString"):
         spatial.geo_zonal_stats(path, lines)
+
+
+def test_zonal_small_polygon_pixel_rule_and_crs_mismatch(tmp_path):
+    values = np.arange(16, dtype=np.float32).reshape(4, 4)
+    path = raster(tmp_path / "v.tif", values, from_origin(X0, Y0, 10, 10))
+    # a 2 m square in pixel (row 1, col 2), away from its centre
+    zones = geojson(tmp_path / "z.geojson", [square(X0 + 21, Y0 - 19, 2)], crs=UTM33)
+    centre = spatial.geo_zonal_stats(path, zones)["zones_stats"][0]
+    assert centre["count"] == 0 and "all_touched" in centre["note"]
+    touched = spatial.geo_zonal_stats(path, zones, all_touched=True)["zones_stats"][0]
+    assert touched["count"] == 1 and touched["mean"] == values[1, 2]
+    local = geojson(tmp_path / "px.geojson", [square(0, 0, 2)], frame="pixels")
+    with pytest.raises(InputError, match="zones: .*no CRS"):
+        spatial.geo_zonal_stats(path, local)
 
 
 # ----------------------------------------------------------------------------- reprojection

@@ -101,8 +101,14 @@ def _looks_like_json(path: str) -> bool:
         return handle.read(256).lstrip()[:1] == b"{"
 
 
-def _read_vector(path: str, parameter: str) -> _Vector:
-    """Read a GeoJSON FeatureCollection, Feature or bare geometry."""
+def _read_vector(path: str, parameter: str, *, pixels: bool = False) -> _Vector:
+    """Read a GeoJSON FeatureCollection, Feature or bare geometry.
+
+    Args:
+        path: GeoJSON file.
+        parameter: The tool parameter that named it (for error messages).
+        pixels: Take the coordinates as pixel (column, row) whatever the file declares.
+    """
     size = Path(path).stat().st_size
     if size > MAX_GEOJSON_BYTES:
         raise InputError(f"{Path(path).name} has {size / 1e6:.0f} MB, over the "
@@ -124,7 +130,9 @@ def _read_vector(path: str, parameter: str) -> _Vector:
         raise InputError(f"{Path(path).name} is not a GeoJSON file (its 'type' is {kind!r}, "
                          "not FeatureCollection, Feature or a geometry)", parameter=parameter)
     crs: CRS | None
-    if "coordinate_frame" in doc and "crs" not in doc:
+    if pixels:
+        crs, source = None, "pixel coordinates (as asked)"
+    elif "coordinate_frame" in doc and "crs" not in doc:
         crs, source = None, f"none: {doc['coordinate_frame']}"
     elif isinstance(doc.get("crs"), dict):
         name = (doc["crs"].get("properties") or {}).get("name")
@@ -450,35 +458,43 @@ def geo_relate(
 
     if (path_b is None) == (point_lonlat is None):
         raise InputError("give exactly one of path_b and point_lonlat", parameter="path_b")
+    wgs84 = CRS.from_epsg(4326)
     vector_a = _read_vector(path_a, "path_a")
-    a = _to_lonlat(vector_a.geometry(index_a, "index_a"), vector_a.need_crs("path_a"))
+    crs_a = vector_a.need_crs("path_a")
+    native_a = vector_a.geometry(index_a, "index_a")
     if path_b is not None:
         vector_b = _read_vector(path_b, "path_b")
-        b = _to_lonlat(vector_b.geometry(index_b, "index_b"), vector_b.need_crs("path_b"))
+        crs_b = vector_b.need_crs("path_b")
+        native_b = vector_b.geometry(index_b, "index_b")
     else:
-        b = Point(*_point(point_lonlat or (), "point_lonlat"))
-    wgs84 = CRS.from_epsg(4326)
+        crs_b, native_b = wgs84, Point(*_point(point_lonlat or (), "point_lonlat"))
+    a, b = _to_lonlat(native_a, crs_a), _to_lonlat(native_b, crs_b)
     local = _local_equal_area([a, b])
     la, lb = _transform_shape(a, wgs84, local), _transform_shape(b, wgs84, local)
+    # Topology is exact in the CRS the edges are drawn in: there when both share it (a shared
+    # edge stays shared), else in the local CRS.
+    same = crs_a.equals(crs_b, ignore_axis_order=True)
+    ta, tb = (native_a, native_b) if same else (la, lb)
+    intersects, touches = bool(ta.intersects(tb)), bool(ta.touches(tb))
     geod = _geod(wgs84)
     ca, cb = (_transform_shape(s.centroid, local, wgs84) for s in (la, lb))
     azimuth, _, centre_distance = geod.inv(cb.x, cb.y, ca.x, ca.y)
-    if la.intersects(lb):
+    if intersects:
         distance = 0.0
     else:
         pa, pb = (_transform_shape(p, local, wgs84) for p in nearest_points(la, lb))
         distance = float(geod.inv(pa.x, pa.y, pb.x, pb.y)[2])
-    inter = la.intersection(lb).area if la.intersects(lb) else 0.0
+    inter = float(la.intersection(lb).area) if intersects and not touches else 0.0
     out: dict[str, Any] = {
-        "a_within_b": bool(la.within(lb)), "a_contains_b": bool(la.contains(lb)),
-        "intersects": bool(la.intersects(lb)), "touches": bool(la.touches(lb)),
-        "disjoint": bool(la.disjoint(lb)),
+        "a_within_b": bool(ta.within(tb)), "a_contains_b": bool(ta.contains(tb)),
+        "intersects": intersects, "touches": touches, "disjoint": not intersects,
         "intersection_area_m2": _r(inter),
         "a_area_m2": _r(la.area), "b_area_m2": _r(lb.area),
         "distance_m": _r(distance), "centroid_distance_m": _r(centre_distance),
         "a_centroid_lonlat": [_r(ca.x, 7), _r(ca.y, 7)],
         "b_centroid_lonlat": [_r(cb.x, 7), _r(cb.y, 7)],
-        "method": "equal-area local CRS for predicates and areas, geodesic distance and bearing",
+        "method": (f"predicates in {_crs_name(crs_a) if same else 'a local equal-area CRS'}, "
+                   "areas in a local equal-area CRS, geodesic distance and bearing"),
     }
     if la.area > 0:
         out["fraction_of_a_in_b"] = _r(inter / la.area, 6)
@@ -496,6 +512,7 @@ def geo_image_relation(
     index_a: Annotated[int, Range(0)],
     index_b: Annotated[int, Range(0)],
     raster: Annotated[str, InputPath("file")] | None = None,
+    coordinates: Literal["auto", "pixel"] = "auto",
 ) -> dict[str, Any]:
     """Where feature A lies relative to feature B in image space (left_of, right_of, above, below).
 
@@ -510,6 +527,9 @@ def geo_image_relation(
         index_b: Index of feature B.
         raster: The image whose pixel grid defines image space (needed for georeferenced
             features; also tells whether up is north).
+        coordinates: auto: pixels when the file has a local coordinate_frame, else map
+            coordinates of its CRS; pixel: the coordinates are (column, row) whatever the file
+            says (a detector's boxes written without a frame).
 
     Returns:
         ``a_is`` (e.g. ["left_of", "above"]), the dominant one, centroid offsets in pixels,
@@ -517,7 +537,7 @@ def geo_image_relation(
     """
     import shapely.affinity
 
-    vector = _read_vector(path, "path")
+    vector = _read_vector(path, "path", pixels=coordinates == "pixel")
     a, b = vector.geometry(index_a, "index_a"), vector.geometry(index_b, "index_b")
     north_up: bool | None = None
     note = ("no raster given: 'above' is only image-up; whether it is north is unknown")
@@ -809,7 +829,10 @@ def geo_zonal_stats(
                 item.update(count=0, note="outside the raster")
                 results.append(item)
                 continue
-            window = window.round_offsets().round_lengths()
+            # Outward to whole pixels, so no partly covered edge row or column is dropped.
+            col0, row0 = math.floor(window.col_off), math.floor(window.row_off)
+            window = Window(col0, row0, math.ceil(window.col_off + window.width) - col0,
+                            math.ceil(window.row_off + window.height) - row0)
             if window.width * window.height > MAX_PIXELS:
                 raise InputError(f"feature {index} covers over {MAX_PIXELS} pixels",
                                  parameter="zones")
@@ -842,7 +865,9 @@ def geo_zonal_stats(
                         names.get(int(c), str(int(c))): _r(a) for c, a in zip(
                             classes.tolist(), per.tolist(), strict=True)}
             else:
-                item["note"] = "no valid pixel inside"
+                item["note"] = ("no valid pixel inside" if all_touched else
+                                "no valid pixel centre inside (all_touched counts every pixel "
+                                "the polygon touches)")
             results.append(item)
     return {"raster": raster, "zones": zones, "band": band, "zone_count": len(results),
             "zones_stats": results,
