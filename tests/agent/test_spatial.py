@@ -452,9 +452,16 @@ def test_server_lists_every_spatial_tool_and_calls_one(tmp_path):
             good = await session.call_tool("geo_describe", {"path": "r.tif"})
             bad = await session.call_tool("geo_class_objects",
                                           {"path": "r.tif", "class_name": 1, "op": "biggest"})
-            return listed, good, bad
+            near = await session.call_tool("geo_class_objects", {
+                "path": "r.tif", "class_name": "1", "op": "nearest", "point_lonlat": inside})
+            return listed, good, bad, near
 
-    listed, good, bad = anyio.run(body)
+    inside = list(Transformer.from_crs(UTM33, "EPSG:4326", always_xy=True).transform(
+        X0 + 15, Y0 - 15))
+    listed, good, bad, near = anyio.run(body)
+    assert not near.isError, near.content[0].text
+    assert near.structuredContent["objects"] == 1
+    assert near.structuredContent["nearest_distance_m"] == 0
     tools = {t.name: t for t in listed}
     assert names <= set(tools) and all(tools[n].annotations.readOnlyHint for n in names)
     for name in names:
