@@ -162,6 +162,10 @@ def test_measure_geodesic_cell_hole_and_line(tmp_path):
     assert holed["area_m2"] == pytest.approx(
         CELL_AREA - geodesic_ring_area(densified_ring(0.25, 0.25, 0.75, 0.75)), rel=1e-7)
     assert line["length_m"] == pytest.approx(110_574.4, abs=0.5)  # equator to 1 deg N
+    wrapped = geojson(tmp_path / "w.geojson", [{"type": "LineString",
+                                                "coordinates": [[179.5, 0], [-179.5, 0]]}])
+    with pytest.raises(InputError, match="antimeridian"):
+        spatial.geo_measure(wrapped)
     only = spatial.geo_measure(path, 2)
     assert only["features_measured"] == 1 and only["total_area_m2"] == 0
 

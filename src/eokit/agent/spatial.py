@@ -248,14 +248,23 @@ def _densified(shape: Any) -> Any:
     return shapely.segmentize(shape, span / 64)
 
 
-def _to_lonlat(shape: Any, crs: CRS) -> Any:
+def _to_lonlat(shape: Any, crs: CRS, parameter: str = "path") -> Any:
     """The shape in WGS 84 lon/lat, densified so that its edges keep their course there."""
     from pyproj import CRS
 
     wgs84 = CRS.from_epsg(4326)
     if crs.is_geographic and crs.equals(wgs84, ignore_axis_order=True):
-        return _densified(shape)
-    return _transform_shape(_densified(shape), crs, wgs84)
+        out = _densified(shape)
+    else:
+        out = _transform_shape(_densified(shape), crs, wgs84)
+    _refuse_antimeridian(out, parameter)
+    return out
+
+
+def _refuse_antimeridian(lonlat_shape: Any, parameter: str = "path") -> None:
+    if lonlat_shape.bounds[2] - lonlat_shape.bounds[0] > 180:
+        raise InputError("a geometry spans more than 180 deg of longitude: it crosses the "
+                         "antimeridian; split it there (RFC 7946, 3.1.9)", parameter=parameter)
 
 
 def _local_equal_area(lonlat_shapes: Sequence[Any]) -> CRS:
@@ -392,6 +401,7 @@ def geo_measure(
         shape = vector.geometry(index, "feature_index")
         if crs.is_geographic:
             # GeoJSON edges are straight in lon/lat (RFC 7946), not geodesics: densify first.
+            _refuse_antimeridian(shape)
             area, length = _geodesic_measure(_densified(shape), geod)
         else:
             area = float(shape.area) * factor * factor
@@ -468,7 +478,7 @@ def geo_relate(
         native_b = vector_b.geometry(index_b, "index_b")
     else:
         crs_b, native_b = wgs84, Point(*_point(point_lonlat or (), "point_lonlat"))
-    a, b = _to_lonlat(native_a, crs_a), _to_lonlat(native_b, crs_b)
+    a, b = _to_lonlat(native_a, crs_a, "path_a"), _to_lonlat(native_b, crs_b, "path_b")
     local = _local_equal_area([a, b])
     la, lb = _transform_shape(a, wgs84, local), _transform_shape(b, wgs84, local)
     # Topology is exact in the CRS the edges are drawn in: there when both share it (a shared
