@@ -6,9 +6,10 @@ nadir. The model's factors were fitted on month 01 (every third profile) plus th
 curves on a quarter of the TIGR training-split profiles; the other months, libRadtran and the
 TIGR test split are held out. ``--fit`` refits and rewrites ``src/eokit/lst/rt_params.json``.
 
-Rows are matched to profiles by column water vapour. Before scoring, each month is checked for
-alignment (correlation between model and reference τ over the profiles); months whose rows do not
-follow the profile order are reported but excluded from the target.
+Tables are paired with profile files by content (``eokit.lst.rt_fit.match_tables``: the model's τ
+from each profile file must follow the table's τ row by row), not by file number: upstream, the
+MODTRAN table numbered 03 duplicates 02 and tables 04-06 hold the simulations of profile files
+03-05, so profile months 01-05 have MODTRAN references and month 06 has none.
 
 Run: python benchmarks/lst_rt_validation.py [--quick] [--fit]
 """
@@ -31,6 +32,7 @@ for candidate in (Path(__file__).resolve().parents[2] / "shared" / "data" / "lst
         DATA = candidate
         break
 ESPG = DATA / "espg_landsat_sst"
+TABLE_NAMES = {"modtran": "modtran_b10_bt_tau_{}.txt", "libradtran": "libradtran_b10_bt_tau_{}.txt"}
 W_BINS = [(0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0), (1.0, 1.5), (1.5, 2.5)]
 PSI_BINS = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 99)]
 PSI_NAMES = ["<1", "1-2", "2-3", "3-4", ">4"]
@@ -52,6 +54,7 @@ def main() -> None:
     from eokit.lst.rt_fit import (
         error_stats,
         fit_parameters,
+        match_tables,
         read_reference_month,
         save_params,
         simulate_reference,
@@ -86,28 +89,36 @@ def main() -> None:
     months: dict[str, dict] = {}
     curves: dict[str, tuple] = {}
     with Timer() as t_all, torch.no_grad():
-        for code, month_list in (
-            ("modtran", ["01", "02", "03", "04", "05", "06"]),
-            ("libradtran", ["01", "02"]),
-        ):
-            for month in month_list:
-                key = f"{code}_{month}"
-                if code == "modtran" and month == "03":
-                    months[key] = {
+        pairings = {code: match_tables(ESPG, code, model) for code in ("modtran", "libradtran")}
+        for code, tables in pairings.items():
+            paired: dict[str, list[str]] = {}
+            for table_month, info in tables.items():
+                if info["profiles"] is None:
+                    months[f"{code}_table_{table_month}"] = {
                         "used": False,
-                        "reason": "byte-identical upstream to month 02; "
-                        "its rows belong to month-02 profiles",
+                        "reason": "the table matches no profile file by content",
                     }
-                    continue
-                ref = subsample(read_reference_month(ESPG, month, code), step)
+                else:
+                    paired.setdefault(info["profiles"], []).append(table_month)
+            for month in sorted(paired):
+                key = f"{code}_{month}"
+                table_month, *copies = paired[month]
+                for copy in copies:  # byte-identical duplicates score the same profiles twice
+                    months[f"{code}_table_{copy}"] = {
+                        "used": False,
+                        "reason": f"duplicates the table of profile month {month} "
+                        f"({TABLE_NAMES[code].format(table_month)})",
+                    }
+                ref = subsample(read_reference_month(ESPG, month, code,
+                                                     table_month=table_month, model=model), step)
                 bt, tau = (v.numpy() for v in simulate_reference(model, ref))
-                corr = float(np.corrcoef(tau, ref.tau)[0, 1])
-                aligned = corr > 0.9
                 w = ref.water_vapour
-                entry = {
+                months[key] = {
                     "role": "fit" if key == "modtran_01" else "held-out",
-                    "aligned": aligned,
-                    "tau_correlation": corr,
+                    "profiles": f"era5_antarctic_profiles_{month}.tsv",
+                    "table": TABLE_NAMES[code].format(table_month),
+                    "recovered_by_content": table_month != month,
+                    "tau_correlation": tables[table_month]["correlation"],
                     "bt": error_stats(bt, ref.toa_bt_k),
                     "tau": error_stats(tau, ref.tau),
                     "water_vapour_range": [float(w.min()), float(w.max())],
@@ -117,16 +128,15 @@ def main() -> None:
                         )
                         for lo, hi in W_BINS
                     },
-                    "used": aligned,
+                    "used": True,
                 }
-                if not aligned:
-                    entry["reason"] = (
-                        "reference rows do not follow the profile order (τ "
-                        f"correlation {corr:.2f}); excluded from the target"
-                    )
-                months[key] = entry
-                if aligned:
-                    curves[key] = (w, bt - ref.toa_bt_k, tau - ref.tau, bt, ref.toa_bt_k)
+                label = key if table_month == month else f"{key} (table {table_month})"
+                curves[label] = (w, bt - ref.toa_bt_k, tau - ref.tau, bt, ref.toa_bt_k)
+        pairing_matrix = {
+            code: {t: {"profiles": i["profiles"], "correlations": i["correlations"]}
+                   for t, i in tables.items()}
+            for code, tables in pairings.items()
+        }
         # humid air: psi from the model vs JM2014 on TIGR (test split = held out)
         psi_rows = {}
         psi_points = {}
@@ -168,10 +178,16 @@ def main() -> None:
             "met": held_tau is not None and held_tau <= 0.02,
         },
     }
+    unpaired = sorted(
+        {f"{k}" for k in ("01", "02", "03", "04", "05", "06")}
+        - {m.split("_")[-1] for m in months if m.startswith("modtran_") and "table" not in m}
+    )
     notes = [
-        "Only months 01 and 02 of the MODTRAN tables line up with their profile files; months "
-        "04-06 rows are scrambled relative to the profiles (near-zero tau correlation), so the "
-        "held-out MODTRAN score rests on month 02 alone (plus libRadtran 01/02).",
+        "Tables are paired with profile files by content (tau correlation with the model >= "
+        "0.9; matching pairs give ~0.99, shifted ones < 0.3). The MODTRAN table numbered 03 "
+        "duplicates 02, and tables 04, 05, 06 hold the profiles of files 03, 04, 05; held-out "
+        "MODTRAN months are therefore 02-05 (03-05 recovered by content). Profile months "
+        f"without a MODTRAN table: {', '.join(unpaired) or 'none'}.",
         "MODTRAN and libRadtran differ by ~0.04 in tau convention; BT is the primary check.",
         "The reference profiles are all dry (TCWV <= 2.1 g cm-2). Humid air is checked only "
         "against the JM2014 psi(w) curves, which were also part of the fit (training-split TIGR "
@@ -186,6 +202,7 @@ def main() -> None:
         "emissivity": 0.993,
         "view_zenith_deg": 0.0,
         "months": months,
+        "pairing": pairing_matrix,
         "psi_vs_jm2014_by_water_vapour": psi_rows,
         "targets": targets,
         "seconds": t_all.seconds,

@@ -2,8 +2,11 @@
 
 Reference tables in the layout of the public ``espg/Landsat_SST_algorithm`` MODTRAN/libRadtran
 band-10 runs: ERA5 profiles (``altitude p T q`` per level) and one row per profile with
-``wind Ts BT_toa tau dBT/dTs``. Rows are matched to profiles by their column water vapour where the
-table carries one (the ``*_tcwv_*.csv`` files), otherwise by order.
+``wind Ts BT_toa tau dBT/dTs``, in profile order. A table's file number need not be that of the
+profiles it simulates (upstream, tables were copied under shifted numbers), so every pairing is
+checked by content: the band transmittance the RT model computes from each profile must follow the
+table's τ row by row. A TCWV column beside the table cannot show this, since it was integrated from
+the same-numbered profile file.
 """
 
 from __future__ import annotations
@@ -44,48 +47,162 @@ class ReferenceSet:
         return self.profiles.water_vapour_column()
 
 
-def read_reference_month(directory: str | Path, month: str, code: str = "modtran") -> ReferenceSet:
-    """Read one month of reference simulations (``code`` = ``"modtran"`` or ``"libradtran"``).
+#: File names of the reference layout, by month number.
+PROFILE_FILE = "era5_antarctic_profiles_{month}.tsv"
+TABLE_FILES = {"modtran": "modtran_b10_bt_tau_{month}.txt",
+               "libradtran": "libradtran_b10_bt_tau_{month}.txt"}
+#: Minimum correlation between the model's τ and a table's τ over the profiles for the table to
+#: hold the simulations of those profiles (matching pairs give 0.99, shifted ones below 0.3).
+PAIRING_MIN_CORRELATION = 0.9
+
+
+def read_reference_table(path: str | Path) -> np.ndarray:
+    """(N, 5) rows ``wind Ts BT_toa tau dBT/dTs`` of a reference table; a repeated last row dropped.
 
     Raises:
-        InputError: missing files or rows that cannot be matched to profiles.
+        InputError: missing or unreadable file, or not five columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("reference table not found", path=path)
+    try:
+        table = np.loadtxt(path, ndmin=2)
+    except ValueError as error:
+        raise InputError(f"not a table of numbers ({error})", path=path) from None
+    if table.shape[1] != 5:
+        raise InputError(f"{table.shape[1]} columns; expected wind Ts BT tau dBT/dTs",
+                         path=path)
+    while len(table) > 1 and np.array_equal(table[-1], table[-2]):
+        table = table[:-1]  # the upstream files repeat their last row
+    return table
+
+
+def pairing_correlation(tau_model: np.ndarray, table: np.ndarray) -> float:
+    """Correlation of the model's τ with a table's τ (row i = profile i); NaN if lengths differ."""
+    tau_model = np.asarray(tau_model, dtype=np.float64)
+    if len(table) != len(tau_model) or len(table) < 3:
+        return math.nan
+    return float(np.corrcoef(tau_model, table[:, 3])[0, 1])
+
+
+def _model_tau(model: BandRTModel, profiles: Profiles) -> np.ndarray:
+    with torch.no_grad():
+        return model.forward_profiles(profiles).tau.double().numpy()
+
+
+def match_tables(
+    directory: str | Path, code: str = "modtran", model: BandRTModel | None = None
+) -> dict[str, dict[str, Any]]:
+    """Pair every reference table in ``directory`` with the profile file whose content it holds.
+
+    Returns:
+        Per table month: ``profiles`` (the matching profile month or None), ``correlation`` (τ
+        correlation with it) and ``correlations`` with every profile file of the same length.
     """
     directory = Path(directory)
-    profile_file = directory / f"era5_antarctic_profiles_{month}.tsv"
+    if code not in TABLE_FILES:
+        raise InputError("must be 'modtran' or 'libradtran'", parameter="code")
+    model = model or BandRTModel()
+    months = sorted(p.name[len("era5_antarctic_profiles_"):-4]
+                    for p in directory.glob(PROFILE_FILE.format(month="*")))
+    taus = {m: _model_tau(model, read_level_table(directory / PROFILE_FILE.format(month=m)))
+            for m in months}
+    pattern = TABLE_FILES[code].format(month="*")
+    prefix, suffix = pattern.split("*")
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(directory.glob(pattern)):
+        month = path.name[len(prefix):-len(suffix)]
+        table = read_reference_table(path)
+        scores = {m: pairing_correlation(t, table) for m, t in taus.items()}
+        scores = {m: c for m, c in scores.items() if np.isfinite(c)}
+        best = max(scores, key=lambda m: scores[m], default=None)
+        good = best is not None and scores[best] >= PAIRING_MIN_CORRELATION
+        out[month] = {"profiles": best if good else None,
+                      "correlation": scores[best] if good and best is not None else None,
+                      "correlations": scores}
+    return out
+
+
+def read_reference_month(
+    directory: str | Path,
+    month: str,
+    code: str = "modtran",
+    *,
+    table_month: str | None = None,
+    model: BandRTModel | None = None,
+) -> ReferenceSet:
+    """Read one month of reference simulations (``code`` = ``"modtran"`` or ``"libradtran"``).
+
+    Rows pair with profiles by order; the pairing is accepted only when the model's τ from the
+    profiles follows the table's τ (correlation >= :data:`PAIRING_MIN_CORRELATION`).
+
+    Args:
+        directory: Folder in the reference layout.
+        month: Number of the profile file (``era5_antarctic_profiles_<month>.tsv``).
+        code: Which reference code's table.
+        table_month: Number of the table holding these profiles' simulations (default
+            ``month``); see :func:`match_tables` for files copied under shifted numbers.
+        model: RT model for the content check (default parameters).
+
+    Raises:
+        InputError: missing files, or a table that does not hold these profiles' simulations
+            (the message names the profile file the table matches and the table that matches
+            the profiles, when there are any).
+    """
+    directory = Path(directory)
+    if code not in TABLE_FILES:
+        raise InputError("must be 'modtran' or 'libradtran'", parameter="code")
+    table_month = table_month or month
+    profile_file = directory / PROFILE_FILE.format(month=month)
     if not profile_file.exists():
         raise InputError("profile file not found", path=profile_file)
+    table_file = directory / TABLE_FILES[code].format(month=table_month)
     profiles = read_level_table(profile_file)
-    water = profiles.water_vapour_column()
-    if code == "modtran":
-        table_file = directory / f"modtran_b10_bt_tau_tcwv_{month}.csv"
-        if not table_file.exists():
-            raise InputError("MODTRAN table not found", path=table_file)
-        table = np.genfromtxt(table_file, delimiter=",", skip_header=1)
-        index = np.full(len(table), -1)
-        for row, tcwv in enumerate(table[:, 5]):
-            if np.isfinite(tcwv):
-                hits = np.nonzero(np.abs(water - tcwv) < 1e-6)[0]
-                if hits.size:
-                    index[row] = hits[0]
-        keep = index >= 0
-        _, first = np.unique(index[keep], return_index=True)  # drop duplicated rows
-        rows = np.nonzero(keep)[0][first]
-        table, index = table[rows], index[rows]
-    elif code == "libradtran":
-        table_file = directory / f"libradtran_b10_bt_tau_{month}.txt"
-        if not table_file.exists():
-            raise InputError("libRadtran table not found", path=table_file)
-        table = np.loadtxt(table_file)
-        if len(table) != len(profiles):
-            raise InputError(f"{len(table)} rows for {len(profiles)} profiles", path=table_file)
-        index = np.arange(len(table))
+    table = read_reference_table(table_file)
+    if len(table) < 10:
+        raise InputError("fewer than 10 rows", path=table_file)
+    model = model or BandRTModel()
+    correlation = pairing_correlation(_model_tau(model, profiles), table)
+    if not correlation >= PAIRING_MIN_CORRELATION:  # also NaN: row and profile counts differ
+        raise InputError(_pairing_diagnosis(directory, code, month, table_month, table_file,
+                                            profile_file, len(table), len(profiles),
+                                            correlation, model), path=table_file)
+    logger.debug("%s pairs with %s (tau correlation %.3f)", table_file.name, profile_file.name,
+                 correlation)
+    label = f"{code}:{month}" if table_month == month else f"{code}:{month}(table {table_month})"
+    return ReferenceSet(profiles, table[:, 1], table[:, 2], table[:, 3], label)
+
+
+def _pairing_diagnosis(
+    directory: Path,
+    code: str,
+    month: str,
+    table_month: str,
+    table_file: Path,
+    profile_file: Path,
+    rows: int,
+    count: int,
+    correlation: float,
+    model: BandRTModel,
+) -> str:
+    """Why a table does not pair with a profile file, and which files do pair by content."""
+    if np.isfinite(correlation):
+        what = f"τ correlation {correlation:.2f} with the model from {profile_file.name}"
     else:
-        raise InputError("must be 'modtran' or 'libradtran'", parameter="code")
-    if len(index) < 10:
-        raise InputError("fewer than 10 rows matched to profiles", path=table_file)
-    return ReferenceSet(
-        profiles.subset(index), table[:, 1], table[:, 2], table[:, 3], f"{code}:{month}"
-    )
+        what = f"{rows} rows for {count} profiles in {profile_file.name}"
+    message = f"does not hold the simulations of {profile_file.name} ({what})"
+    matches = match_tables(directory, code, model)
+    table_match = matches.get(table_month, {}).get("profiles")
+    profile_match = sorted(m for m, info in matches.items() if info["profiles"] == month)
+    if table_match is not None:
+        message += f"; by content it matches {PROFILE_FILE.format(month=table_match)}"
+    if profile_match:
+        names = " and ".join(TABLE_FILES[code].format(month=m) for m in profile_match)
+        message += (f"; the profiles of {profile_file.name} match {names} (pass "
+                    f"table_month={profile_match[0]!r})")
+    else:
+        message += f"; no {code} table in the folder matches {profile_file.name}"
+    return message
 
 
 def simulate_reference(
