@@ -60,6 +60,11 @@ def test_eight_bit_image_is_not_a_thermal_band(scene, tmp_path):
     path = write_raster(tmp_path / "photo.tif", jpeg_like, data.grid)
     message = _refused(InputError, "8-bit", path, tmp_path / "x.tif")
     assert str(path) in message
+    from PIL import Image
+
+    photo = tmp_path / "photo.jpg"  # a real JPEG: three 8-bit bands, no georeference
+    Image.fromarray(np.stack([jpeg_like] * 3, axis=-1)).save(photo)
+    _refused(InputError, "JPEG/PNG", photo, tmp_path / "z.tif")
     # a float copy of the same values is no radiance either
     as_float = write_raster(tmp_path / "photo_f.tif", jpeg_like.astype(np.float32), data.grid)
     _refused(InputError, "does not look like a thermal radiance band", as_float,

@@ -620,7 +620,7 @@ def retrieve_scene(
             outside [0, 10]), an input without a valid pixel, MTL for another band/sensor.
         DataError: more than half of the retrievable pixels give an implausible LST.
     """
-    from eokit.core.raster import check_aligned, open_writer
+    from eokit.core.raster import check_aligned, open_writer, raster_info
     from eokit.core.tiling import plan_windows
 
     thermal = Path(thermal)
@@ -629,13 +629,13 @@ def retrieve_scene(
         if mtl is not None
         else None
     )
-    grid, _, dtype = _check_one_band(thermal, "thermal")
-    if np.dtype(dtype) == np.uint8:
+    if np.dtype(raster_info(thermal)[2]) == np.uint8:  # checked first: a JPEG has 3 bands too
         raise InputError(
             "8-bit data (0-255, an image such as a JPEG/PNG?) does not look like a thermal band: "
             "give Level-1 DN (16-bit, with --mtl) or TOA radiance in W m-2 sr-1 um-1",
             path=thermal,
         )
+    grid = _check_one_band(thermal, "thermal")[0]
     rasters: dict[str, Path] = {}
     if emissivity is not None and not isinstance(emissivity, int | float):
         rasters["emissivity"] = Path(emissivity)
