@@ -108,6 +108,14 @@ def test_emissivity_raster_outside_zero_one_names_the_file(scene, tmp_path):
     message = _refused(InputError, r"emissivity must lie in \(0, 1\]", paths["radiance"],
                        tmp_path / "x.tif", emissivity=eps)
     assert str(eps) in message
+    assert "in percent or scaled? give a fraction" in message
+    slightly = write_raster(tmp_path / "eps_round.tif", np.full(data.dn.shape, 1.0004, np.float32),
+                            data.grid)
+    assert _retrieve(paths["radiance"], tmp_path / "ok.tif", emissivity=slightly).valid_pixels
+    above = write_raster(tmp_path / "eps_above.tif", np.full(data.dn.shape, 1.01, np.float32),
+                         data.grid)
+    _refused(InputError, "emissivity must lie", paths["radiance"], tmp_path / "y.tif",
+             emissivity=above)
 
 
 def test_unscaled_reflectance_is_refused(scene, tmp_path):

@@ -288,13 +288,18 @@ def rte_inverse(radiance: Any, emissivity: Any, tau: Any, up: Any, down: Any, ba
     return band.brightness_temperature(surface)
 
 
+#: Emissivity above 1 by at most this much is rounding in a stored product, not an error.
+EMISSIVITY_TOLERANCE = 1e-3
+
+
 def check_emissivity(emissivity: np.ndarray | float, name: str = "emissivity") -> None:
-    """Raise InputError unless every finite emissivity lies in (0, 1]."""
+    """Raise InputError unless every finite emissivity lies in (0, 1] (+ a rounding tolerance)."""
     values = np.asarray(emissivity, dtype=np.float64)
     finite = values[np.isfinite(values)]
-    if finite.size and (finite.min() <= 0.0 or finite.max() > 1.0):
+    if finite.size and (finite.min() <= 0.0 or finite.max() > 1.0 + EMISSIVITY_TOLERANCE):
+        hint = "; in percent or scaled? give a fraction" if finite.max() > 1.5 else ""
         raise InputError(
-            f"emissivity must lie in (0, 1], found {finite.min():.4g}..{finite.max():.4g}",
+            f"emissivity must lie in (0, 1], found {finite.min():.4g}..{finite.max():.4g}{hint}",
             parameter=name,
         )
 

@@ -19,7 +19,13 @@ import numpy as np
 from eokit.core.errors import DataError, InputError
 from eokit.lst.baselines import MonoWindow, SingleChannel
 from eokit.lst.planck import Band, get_band
-from eokit.lst.rt import check_emissivity, check_radiance, check_water_vapour, rte_inverse
+from eokit.lst.rt import (
+    EMISSIVITY_TOLERANCE,
+    check_emissivity,
+    check_radiance,
+    check_water_vapour,
+    rte_inverse,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +341,8 @@ def _retrieve_sc(
         _check_range(radiance, 0.0, np.inf, check_radiance, names.get("radiance", "radiance"))
         if eps_in is not None:
             eps = _rows(eps_in, sl, shape)
-            _check_range(eps, tiny, 1.0, check_emissivity, names.get("emissivity", "emissivity"))
+            _check_range(eps, tiny, 1.0 + EMISSIVITY_TOLERANCE, check_emissivity,
+                         names.get("emissivity", "emissivity"))
         else:
             assert red is not None and nir is not None
             eps = fused.ndvi_emissivity_chunk(red[sl], nir[sl])
