@@ -435,7 +435,8 @@ def _thermal_block_check(
                  f"is the MTL ({calibration.path}) for this band and product?")
     elif median > 1000:
         cause = (f"looks like Level-1 DN, not radiance (values up to {high:.6g}, median "
-                 f"{median:.6g}): pass --mtl with the scene's MTL file")
+                 f"{median:.6g}): pass --mtl with the scene's MTL file (a Level-2 ST_B10 band "
+                 "is already LST, scaled)")
     elif 150 <= median <= 400:
         cause = (f"values around {median:.4g} look like brightness temperatures in K; give the "
                  "TOA radiance in W m-2 sr-1 um-1 (or Level-1 DN with --mtl)")
