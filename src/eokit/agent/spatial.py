@@ -447,8 +447,9 @@ def geo_relate(
 ) -> dict[str, Any]:
     """Topological, metric and directional relation of feature A to feature B (or a point).
 
-    Both are reprojected to a Lambert azimuthal equal-area CRS centred on the pair (metres, exact
-    areas); the distance is the geodesic distance between the nearest points; the bearing is the
+    Features sharing a projected CRS are related and measured there (planar areas, as
+    geo_measure); otherwise both are reprojected to a Lambert azimuthal equal-area CRS centred on
+    the pair (metres, exact areas). The distance is the geodesic distance between the nearest points; the bearing is the
     geodesic azimuth from B's centroid to A's, so ``a_is`` reads "A is <word> B".
 
     Args:
@@ -494,20 +495,26 @@ def geo_relate(
     else:
         pa, pb = (_transform_shape(p, local, wgs84) for p in nearest_points(la, lb))
         distance = float(geod.inv(pa.x, pa.y, pb.x, pb.y)[2])
-    inter = float(la.intersection(lb).area) if intersects and not touches else 0.0
+    # Areas follow geo_measure: planar in a shared projected CRS (what a GIS reports there),
+    # else in the local equal-area CRS.
+    planar = same and not crs_a.is_geographic
+    aa, ab = (native_a, native_b) if planar else (la, lb)
+    scale = _unit_factor(crs_a) ** 2 if planar else 1.0
+    inter = float(aa.intersection(ab).area) * scale if intersects and not touches else 0.0
     out: dict[str, Any] = {
         "a_within_b": bool(ta.within(tb)), "a_contains_b": bool(ta.contains(tb)),
         "intersects": intersects, "touches": touches, "disjoint": not intersects,
         "intersection_area_m2": _r(inter),
-        "a_area_m2": _r(la.area), "b_area_m2": _r(lb.area),
+        "a_area_m2": _r(aa.area * scale), "b_area_m2": _r(ab.area * scale),
         "distance_m": _r(distance), "centroid_distance_m": _r(centre_distance),
         "a_centroid_lonlat": [_r(ca.x, 7), _r(ca.y, 7)],
         "b_centroid_lonlat": [_r(cb.x, 7), _r(cb.y, 7)],
         "method": (f"predicates in {_crs_name(crs_a) if same else 'a local equal-area CRS'}, "
-                   "areas in a local equal-area CRS, geodesic distance and bearing"),
+                   f"areas {'planar in that CRS' if planar else 'in a local equal-area CRS'}, "
+                   "geodesic distance and bearing"),
     }
-    if la.area > 0:
-        out["fraction_of_a_in_b"] = _r(inter / la.area, 6)
+    if aa.area > 0:
+        out["fraction_of_a_in_b"] = _r(inter / (aa.area * scale), 6)
     # Below a centimetre the azimuth is rounding noise of the two centroids.
     if centre_distance >= 0.01:
         out["bearing_deg"] = _r(azimuth % 360, 3)
