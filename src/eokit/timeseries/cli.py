@@ -200,6 +200,7 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
     from eokit.timeseries.data import (
         apply_label_map,
         check_labels,
+        check_two_classes,
         parse_label_map,
         read_label_raster,
     )
@@ -241,13 +242,19 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
         else:
             raise InputError("give --labels", parameter="labels")
         targets = apply_label_map(raw, mapping)
-        check_labels(targets, class_names, source=str(labels or "labels"))
+        label_source: str | Path = Path(labels) if labels else "labels"
+        check_labels(targets, class_names, source=label_source)
         pool = np.nonzero((targets != 255) & data.has_observation)[0]
+        check_two_classes(targets[pool], class_names, source=label_source,
+                          hint="among the pixels with a valid observation")
     if pool.size == 0:
         raise InputError("no labelled pixel with a valid observation", parameter="labels")
     rng = np.random.default_rng(seed)
     n_train = max(1, int(round(label_fraction * len(data))))
     chosen = np.sort(rng.choice(pool, min(n_train, pool.size), replace=False))
+    if task == "classification":
+        check_two_classes(targets[chosen], class_names, source="label_fraction",
+                          hint=f"in the {chosen.size} pixels drawn (raise --label-fraction)")
     subset = data.subset(chosen)
     groups = None
     if data.shape is not None:

@@ -485,6 +485,64 @@ def read_series(path: str | Path, *, layout: str = "auto", **options: Any) -> Se
     return data
 
 
+def constant_bands(data: SeriesData) -> list[str]:
+    """Names of the bands whose valid observations all hold one value (no information)."""
+    low = np.full(data.n_bands, np.inf)
+    high = np.full(data.n_bands, -np.inf)
+    for start in range(0, len(data), 65_536):  # in chunks: no copy of a large series
+        values = data.series[start:start + 65_536][data.valid[start:start + 65_536]]
+        if values.shape[0]:
+            low = np.minimum(low, values.min(axis=0))
+            high = np.maximum(high, values.max(axis=0))
+    return [name for name, a, b in zip(data.band_names, low, high, strict=True) if not b > a]
+
+
+def check_informative(data: SeriesData, *, what: str) -> None:
+    """DataError when every band is constant; a warning naming the constant bands otherwise.
+
+    Args:
+        data: The series about to be trained on.
+        what: What the series are for, for the message (e.g. ``"pretrain on"``).
+    """
+    constant = constant_bands(data)
+    if constant and len(constant) == data.n_bands:
+        raise DataError(f"{data.source or 'input'}: every band is constant over all pixels and "
+                        f"dates (nothing to {what})")
+    if constant:
+        logger.warning("%s: bands %s are constant over all pixels and dates and carry no "
+                       "information", data.source or "input", constant)
+
+
+def warn_if_single_date(data: SeriesData) -> None:
+    """Loud warning for a one-date series: no temporal information, no change can be dated."""
+    if data.n_dates == 1:
+        logger.warning("%s: a single date: the model sees one observation per pixel (no "
+                       "temporal information) and no change can be dated",
+                       data.source or "input")
+
+
+def check_two_classes(labels: np.ndarray, class_names: Sequence[str], *, source: str | Path,
+                      hint: str = "") -> None:
+    """InputError naming ``source`` unless the labelled values (not 255) hold two classes.
+
+    A classifier trained on one class learns a constant; its maps would look like results.
+    """
+    values = np.unique(np.asarray(labels))
+    present = values[values != IGNORE_INDEX]
+    if present.size >= 2:
+        return
+    if present.size == 0:
+        what = "no labelled pixel (every value is 255)"
+    elif 0 <= int(present[0]) < len(class_names):
+        what = f"every labelled pixel is {class_names[int(present[0])]!r}"
+    else:
+        what = f"every labelled pixel is {int(present[0])}"
+    raise InputError(f"{what}{f' {hint}' if hint else ''}; classification needs at least two "
+                     f"of the classes {list(class_names)}",
+                     path=source if isinstance(source, Path) else None,
+                     parameter=None if isinstance(source, Path) else str(source))
+
+
 def iter_row_blocks(height: int, rows_per_block: int) -> Iterator[tuple[int, int]]:
     """(row_off, n_rows) blocks covering ``height`` rows."""
     for start in range(0, height, rows_per_block):
@@ -503,7 +561,7 @@ def read_label_raster(path: str | Path, grid: Grid, class_names: Sequence[str],
     from eokit.core.raster import check_aligned, read_raster
 
     raster = read_raster(path, window=window)
-    check_aligned(**{str(path): raster.grid, "series": grid})
+    check_aligned(labels=raster, series=grid)
     labels = np.asarray(raster.data[0]).astype(np.int64)
     labels[~raster.valid] = IGNORE_INDEX
     check_labels(labels, class_names, source=path)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from eokit.core.errors import InputError
+from eokit.core.errors import DataError, InputError
 from eokit.timeseries.data import SeriesReader, iter_row_blocks
 from eokit.timeseries.model import FineTunedSeriesModel
 from eokit.timeseries.task import (
@@ -223,9 +223,13 @@ def write_maps(
     check_window(spatial_window)
     halo = spatial_window // 2
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     result = MapResult(date_indices=chosen, dates=reader.dates, pixels=height * width,
                        spatial_window=spatial_window, date_matches=matches)
+    if len(reader.dates) == 1:
+        logger.warning("%s: a single date: the maps come from one observation per pixel and "
+                       "the change maps cannot hold any change", reader.path)
     writers: dict[str, Any] = {}
     try:
         if multiband:
@@ -301,9 +305,15 @@ def write_maps(
                     refined_all[row:row + rows] = refined.reshape(rows, width)
                     writers["stops_forest_refined"].write_window(
                         date_code(block_dates, refined).reshape(1, rows, width), row, 0)
+        if result.unobserved_pixels == result.pixels:
+            # Raised before the writers finalise: no all-nodata map is left behind.
+            raise DataError(f"{reader.path}: no valid observation (every value is NaN or "
+                            "nodata)")
     except BaseException as error:
         for w in writers.values():
             w.__exit__(type(error), error, None)
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a failed run leaves no empty output folder either
         raise
     for w in writers.values():
         w.__exit__(None, None, None)
@@ -459,6 +469,13 @@ def read_map_labels(labels: str | Path, reader: SeriesReader, class_names: Seque
         raw = read_label_raster(labels, grid, [str(i) for i in range(256)])
     truth = np.asarray(apply_label_map(raw, label_map), dtype=np.int64)
     check_labels(truth, class_names, source=Path(labels))
+    present = np.unique(truth[truth != 255])
+    if present.size == 0:
+        raise InputError("no labelled pixel (every value is 255 or nodata"
+                         + (" after --label-map)" if label_map else ")"), path=Path(labels))
+    if present.size == 1:
+        logger.warning("%s: every labelled pixel is %r: ROC and PR curves are undefined and "
+                       "not drawn", labels, class_names[int(present[0])])
     return truth.reshape(grid.height, grid.width)
 
 
@@ -577,9 +594,9 @@ def write_forecast(backbone: Any, data: Any, out_dir: str | Path, steps: int, *,
     from eokit.core.raster import atomic_write, write_csv, write_raster
     from eokit.timeseries.task import forecast_series, peak_departure
 
+    values, future = forecast_series(backbone, data, steps, step_days=step_days, progress=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    values, future = forecast_series(backbone, data, steps, step_days=step_days, progress=True)
     files: dict[str, Path] = {}
     labels_future = ([str(d) for d in future] if future is not None
                      else [f"step_{k + 1}" for k in range(steps)])

@@ -25,7 +25,14 @@ from torch.utils.data import TensorDataset
 
 from eokit.core.errors import DataError, InputError
 from eokit.core.types import IGNORE_INDEX
-from eokit.timeseries.data import SeriesData, SeriesDataset, check_labels
+from eokit.timeseries.data import (
+    SeriesData,
+    SeriesDataset,
+    check_informative,
+    check_labels,
+    check_two_classes,
+    warn_if_single_date,
+)
 from eokit.timeseries.model import (
     ComputeAccount,
     FineTunedSeriesModel,
@@ -304,6 +311,7 @@ def pretrain(
         config.band_names = list(data.band_names)
     model = PixelSeriesTransformer(config)
     train = data.subset(train_idx)
+    check_informative(train, what="pretrain on")
     model.set_scaling(train.series, train.valid)
     task = _make_pretrain_task(model, lr, weight_decay, augment)
     datamodule = _datamodule(SeriesDataset(train),
@@ -480,11 +488,14 @@ def finetune(
     if data.n_bands != backbone.config.in_bands:
         raise InputError(f"has {data.n_bands} bands but the backbone was pretrained on "
                          f"{backbone.config.in_bands}", parameter="series")
+    check_informative(data, what="fine-tune on")
+    warn_if_single_date(data)
     if task == "classification":
         if not class_names:
             raise InputError("classification needs class names", parameter="class_names")
         check_class_names(class_names)
         check_labels(targets, class_names, source="targets")
+        check_two_classes(targets, class_names, source="targets")
         head_options: dict[str, Any] = {"memory": memory, "pooling": pooling,
                                         "input_lags": input_lags, "lag_days": lag_days,
                                         "dropout": dropout, "residuals": residuals}
@@ -505,6 +516,9 @@ def finetune(
         values = targets.astype(np.float32)
         if values.ndim != 1 or not np.isfinite(values).all():
             raise InputError("regression targets must be (N,) finite values", parameter="targets")
+        if values.size and values.min() == values.max():
+            raise InputError(f"all {values.size} training targets equal {values[0]:g}: "
+                             "nothing to regress", parameter="targets")
         model = FineTunedSeriesModel(backbone, 1, task=task, hidden=hidden, **head_options)
         model.target_mean.fill_(float(values.mean()))
         model.target_std.fill_(float(values.std() + 1e-6))
@@ -686,6 +700,9 @@ def forecast_series(backbone: PixelSeriesTransformer, data: SeriesData, n_steps:
         future dates (n_steps,) datetime64[D] when the data have shared dates, else None).
     """
     _check_bands(backbone, data)
+    if step_days is None and data.n_dates < 2:
+        raise InputError(f"{data.source or 'input'} has a single date, so no revisit interval "
+                         "to step by: give the days between future dates", parameter="step_days")
     series, doy, valid = data.tensors()
     if step_days is None and data.dates is not None and data.n_dates >= 2:
         gaps = np.diff(data.dates.astype("datetime64[D]")).astype(np.int64)
