@@ -252,3 +252,70 @@ def test_predict_says_which_acquisition_each_date_maps_to(tmp_path, run_cli,
                              "--out", str(tmp_path / "wide"), "--dates", "2020-04-10",
                              "--date-tolerance-days", "60", "--no-refine-dates"])
     assert code == 0 and "dates: 2020-04-10 -> 2020-03-01 (40 days earlier)" in out, err
+
+
+def _presto(folder: Path, n: int = 40) -> np.ndarray:
+    """A Presto-format export whose test samples (every 4th) have inputs 100x the others'."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(100, 3000, size=(n, 3, 18))
+    is_test = (np.arange(n) % 4 == 0).astype(int)
+    x[is_test == 1] *= 100.0
+    np.save(folder / "s1_s2_era5_srtm.npy", x)
+    np.save(folder / "month.npy", np.tile([4, 5, 6], (n, 1)))
+    np.save(folder / "target.npy", x[:, -1, 8] / 30.0)
+    np.save(folder / "is_test.npy", is_test)
+    return is_test
+
+
+def test_presto_pretraining_never_sees_the_test_inputs(tmp_path, run_cli):
+    is_test = _presto(tmp_path / "fuel" / "npy")
+    run = tmp_path / "run"
+    code, out, err = run_cli(["timeseries", "pretrain", str(tmp_path / "fuel"), "--out", str(run),
+                             "--size", "tiny", "--epochs", "1",
+                             "--trainer.enable_progress_bar", "false"])
+    assert code == 0, err
+    from eokit.timeseries.model import load_model
+
+    backbone, meta = load_model(run / "backbone.safetensors")
+    # The band scaling comes from the pretraining inputs: with the test samples (x100) in them
+    # the 99th percentile, and so centre + half range, would reach far above 3000.
+    top = (backbone.band_center + backbone.band_half_range)[:13]
+    assert float(top.max()) < 3100
+    pixels = meta["compute"]["pretraining"]["pixels"]
+    assert pixels <= int((is_test == 0).sum())  # training samples only (minus validation)
+
+
+def test_finetune_defaults_suit_the_task_and_take_lr_patience_seed(tmp_path, run_cli,
+                                                                   monkeypatch):
+    _presto(tmp_path / "fuel" / "npy")
+    from eokit.timeseries import task as task_module
+    from eokit.timeseries.model import PixelSeriesTransformer, SeriesModelConfig, save_model
+
+    backbone = PixelSeriesTransformer(SeriesModelConfig.from_size("tiny", 18, max_len=16))
+    path = save_model(backbone, tmp_path / "backbone.safetensors")
+    seen: dict = {}
+    real = task_module.finetune
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.update(kwargs, n=len(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(task_module, "finetune", recording)
+    code, out, err = run_cli(["timeseries", "finetune", str(tmp_path / "fuel"), "--backbone",
+                             str(path), "--task", "regression", "--epochs", "2", "--lr", "1e-3",
+                             "--patience", "3", "--seed", "5", "--out", str(tmp_path / "ft"),
+                             "--trainer.enable_progress_bar", "false"])
+    assert code == 0, err
+    # Every one of the 30 training samples, not 3 % of all 40 (1 sample).
+    assert seen["n"] == 30 and "30 labelled pixels" in out
+    assert (seen["lr"], seen["patience"], seen["seed"]) == (1e-3, 3, 5)
+    from eokit.timeseries.cli import default_label_fraction
+    from eokit.timeseries.data import SeriesData
+
+    raster = SeriesData(series=np.zeros((4, 2, 1), np.float32), valid=np.ones((4, 2), bool),
+                        doy=np.ones((4, 2), np.float32), band_names=["b"], shape=(2, 2))
+    assert default_label_fraction("classification", raster) == 0.03
+    assert default_label_fraction("regression", raster) == 1.0
+    assert "0.03 for classification of a raster" in " ".join(
+        run_cli(["timeseries", "finetune", "--help"])[1].split())

@@ -152,9 +152,11 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.option("--label-map", default=None, help="Remap label values, e.g. '2:1,0:255,*:0'.")
 @click.option("--task", type=click.Choice(["classification", "regression"]),
               default="classification", show_default=True)
-@click.option("--label-fraction", default=0.03, show_default=True,
+@click.option("--label-fraction", type=float, default=None,
               help="Training pixels as a fraction of ALL input pixels, drawn at random (seeded) "
-                   "among the labelled ones.")
+                   "among the labelled ones. Default: 0.03 for classification of a raster "
+                   "(a dense map from a few labels); 1, i.e. every labelled training sample, "
+                   "for regression and for Presto-format samples.")
 @click.option("--mode", type=click.Choice(["head", "lora", "full"]), default="head",
               show_default=True,
               help="head: frozen backbone; lora: low-rank backbone updates; full: every weight.")
@@ -178,15 +180,21 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
               help="Labelled pixels held out (whole 16 px blocks for rasters) for early "
                    "stopping; 0 trains for --epochs.")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3,
+              show_default=True, help="AdamW learning rate of the head.")
+@click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Validation epochs without improvement before early stopping.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @_eopatch_options
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True,
+              help="Seed of the labelled-pixel draw, validation split, initialisation and "
+                   "batch order.")
 @click.pass_context
 def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: str | None,
              classes: str, label_map: str | None, task: str, label_fraction: float, mode: str,
              backbone_lr_scale: float, loss: str, memory: float | None, pooling: str,
              input_lags: int, lag_days: float, residuals: bool, val_fraction: float,
-             epochs: int, out_dir: Path, layout: str,
+             epochs: int, lr: float, patience: int, out_dir: Path, layout: str,
              features: str | None, valid_mask: str | None, invalid_mask: str | None,
              seed: int) -> None:
     """Fine-tune a pretrained backbone on a few labelled pixels (frozen backbone + MLP head).
@@ -209,7 +217,7 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
     from eokit.timeseries.task import finetune as run_finetune
 
     overrides = parse_trainer_overrides(ctx.args)
-    if not 0 < label_fraction <= 1:
+    if label_fraction is not None and not 0 < label_fraction <= 1:
         raise InputError(f"must be in (0, 1], got {label_fraction}", parameter="label_fraction")
     class_names = [c.strip() for c in classes.split(",")]
     if task == "classification":
@@ -249,6 +257,8 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
                           hint="among the pixels with a valid observation")
     if pool.size == 0:
         raise InputError("no labelled pixel with a valid observation", parameter="labels")
+    if label_fraction is None:
+        label_fraction = default_label_fraction(task, data)
     rng = np.random.default_rng(seed)
     n_train = max(1, int(round(label_fraction * len(data))))
     chosen = np.sort(rng.choice(pool, min(n_train, pool.size), replace=False))
@@ -269,8 +279,8 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
         class_names=class_names if task == "classification" else None, mode=mode,
         backbone_lr_scale=backbone_lr_scale, loss=loss, memory=memory, pooling=pooling,
         input_lags=input_lags, lag_days=lag_days, residuals=residuals,
-        val_fraction=val_fraction, val_groups=groups, epochs=epochs, seed=seed,
-        trainer_overrides=overrides)
+        val_fraction=val_fraction, val_groups=groups, epochs=epochs, lr=lr, patience=patience,
+        seed=seed, trainer_overrides=overrides)
     pre = (meta.get("compute") or {}).get("pretraining")
     summary = compute_summary(pre, account)
     path = save_model(model, out_dir / "model.safetensors",
@@ -402,6 +412,22 @@ def forecast(input_path: Path, model_path: Path, steps: int, step_days: float | 
     files = write_forecast(backbone, data, out_dir, steps, step_days=step_days)
     for name, file in files.items():
         click.echo(f"{name}: {file}")
+
+
+#: Default share of a raster's pixels labelled for classification (a dense map from few labels).
+DENSE_LABEL_FRACTION = 0.03
+
+
+def default_label_fraction(task: str, data: Any) -> float:
+    """``--label-fraction`` when not given: 0.03 to classify a raster, else every sample.
+
+    Regression targets and Presto-format samples (no raster grid) are a labelled data set in
+    their own right; drawing 3 % of them (34 of 777 training samples on fuel moisture) would
+    leave the head nearly nothing to learn from.
+    """
+    if task == "classification" and data.shape is not None:
+        return DENSE_LABEL_FRACTION
+    return 1.0
 
 
 def refinement_caveat(meta: dict[str, Any]) -> str | None:

@@ -262,7 +262,9 @@ def pretrain(
     """Pretrain a backbone by next-token prediction on unlabelled pixel series.
 
     Args:
-        data: Pixel series (labels, if any, are ignored).
+        data: Pixel series (labels, if any, are ignored). Samples flagged in
+            ``data.extra["is_test"]`` (Presto exports' ``is_test.npy``) are left out, so a
+            test split's inputs never reach pretraining.
         out_dir: Lightning logs and checkpoints go here.
         size: Named size (:data:`~eokit.timeseries.model.MODEL_SIZES`).
         config_overrides: Fields of :class:`SeriesModelConfig` to override.
@@ -291,7 +293,17 @@ def pretrain(
 
     _check_at_least(epochs=(epochs, 1), max_pixels=(max_pixels, 2))
     seed_everything(seed)
-    usable = np.nonzero(data.valid.sum(axis=1) >= 2)[0]
+    enough = data.valid.sum(axis=1) >= 2
+    if "is_test" in data.extra:
+        # A test split's inputs must not shape the backbone its scores are later read from.
+        is_test = np.asarray(data.extra["is_test"]).astype(bool).reshape(-1)
+        if is_test.shape != (len(data),):
+            raise InputError(f"is_test has {is_test.size} entries for {len(data)} samples",
+                             parameter="is_test")
+        logger.info("pretraining on the %d training samples only (%d test samples held out by "
+                    "is_test)", int((~is_test).sum()), int(is_test.sum()))
+        enough &= ~is_test
+    usable = np.nonzero(enough)[0]
     if usable.size < 2:
         raise DataError(f"{data.source}: fewer than 2 pixels with >= 2 valid dates to pretrain on")
     rng = np.random.default_rng(seed)
