@@ -319,3 +319,45 @@ def test_finetune_defaults_suit_the_task_and_take_lr_patience_seed(tmp_path, run
     assert default_label_fraction("regression", raster) == 1.0
     assert "0.03 for classification of a raster" in " ".join(
         run_cli(["timeseries", "finetune", "--help"])[1].split())
+
+
+def test_finetune_ensemble_averages_its_heads(tmp_path, run_cli):
+    import torch
+
+    from eokit.timeseries.data import read_presto_npy
+    from eokit.timeseries.model import (
+        PixelSeriesTransformer,
+        SeriesModelConfig,
+        load_model,
+        save_model,
+    )
+
+    _presto(tmp_path / "fuel" / "npy")
+    torch.manual_seed(0)
+    backbone = PixelSeriesTransformer(SeriesModelConfig.from_size("tiny", 18, max_len=16))
+    path = save_model(backbone, tmp_path / "backbone.safetensors")
+    base = ["timeseries", "finetune", str(tmp_path / "fuel"), "--backbone", str(path), "--task",
+            "regression", "--epochs", "3", "--trainer.enable_progress_bar", "false"]
+    code, out, err = run_cli([*base, "--ensemble", "3", "--out", str(tmp_path / "ens")])
+    assert code == 0, err
+    assert "fine-tuning (head, 3 heads): 30 labelled pixels" in out
+    model, _ = load_model(tmp_path / "ens" / "model.safetensors")
+    assert model.members == 3
+    data = read_presto_npy(tmp_path / "fuel")
+    series, doy, valid = data.tensors()
+    with torch.no_grad():
+        features = model.features(series, doy, valid)
+        each = [h(features)[..., 0] * model.target_std + model.target_mean
+                for h in (model.head, *model.extra_heads)]
+    assert not torch.allclose(each[0], each[1])  # other seeds, other heads
+    assert torch.allclose(model.predict(series, doy, valid), torch.stack(each).mean(0),
+                          atol=1e-5)
+    # The first member is the single-seed model of the same seed.
+    code, out, err = run_cli([*base, "--out", str(tmp_path / "one")])
+    assert code == 0, err
+    single, _ = load_model(tmp_path / "one" / "model.safetensors")
+    assert torch.allclose(single.predict(series, doy, valid), each[0], atol=1e-5)
+    code, out, err = run_cli([*base, "--ensemble", "2", "--mode", "full",
+                             "--out", str(tmp_path / "bad")])
+    assert code == 2 and "ensemble: averages heads on one frozen backbone" in err
+    assert not (tmp_path / "bad").exists()

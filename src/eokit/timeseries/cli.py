@@ -184,6 +184,9 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
               show_default=True, help="AdamW learning rate of the head.")
 @click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
               help="Validation epochs without improvement before early stopping.")
+@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train N heads (seeds SEED..SEED+N-1, same labelled pixels) on the frozen "
+                   "backbone and average their probabilities or values (--mode head).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @_eopatch_options
 @click.option("--seed", default=0, show_default=True,
@@ -194,7 +197,8 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
              classes: str, label_map: str | None, task: str, label_fraction: float, mode: str,
              backbone_lr_scale: float, loss: str, memory: float | None, pooling: str,
              input_lags: int, lag_days: float, residuals: bool, val_fraction: float,
-             epochs: int, lr: float, patience: int, out_dir: Path, layout: str,
+             epochs: int, lr: float, patience: int, ensemble: int, out_dir: Path,
+             layout: str,
              features: str | None, valid_mask: str | None, invalid_mask: str | None,
              seed: int) -> None:
     """Fine-tune a pretrained backbone on a few labelled pixels (frozen backbone + MLP head).
@@ -219,6 +223,9 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
     overrides = parse_trainer_overrides(ctx.args)
     if label_fraction is not None and not 0 < label_fraction <= 1:
         raise InputError(f"must be in (0, 1], got {label_fraction}", parameter="label_fraction")
+    if ensemble > 1 and mode != "head":
+        raise InputError(f"averages heads on one frozen backbone: use --mode head, not {mode}",
+                         parameter="ensemble")
     class_names = [c.strip() for c in classes.split(",")]
     if task == "classification":
         check_class_names(class_names)
@@ -274,20 +281,32 @@ def finetune(ctx: click.Context, input_path: Path, backbone_path: Path, labels: 
         # Samples at one site share their coordinates: validate on whole sites.
         latlon = np.round(np.asarray(data.extra["latlon"])[chosen], 3)
         groups = np.unique(latlon, axis=0, return_inverse=True)[1].reshape(-1)
-    model, account = run_finetune(
-        backbone, subset, targets[chosen], out_dir, task=task,
-        class_names=class_names if task == "classification" else None, mode=mode,
-        backbone_lr_scale=backbone_lr_scale, loss=loss, memory=memory, pooling=pooling,
-        input_lags=input_lags, lag_days=lag_days, residuals=residuals,
-        val_fraction=val_fraction, val_groups=groups, epochs=epochs, lr=lr, patience=patience,
-        seed=seed, trainer_overrides=overrides)
+    model, account = None, None
+    for member in range(ensemble):
+        # Head-only fine-tuning leaves the backbone bit-identical, so members share it.
+        trained, spent = run_finetune(
+            backbone, subset, targets[chosen],
+            out_dir if ensemble == 1 else out_dir / f"member_{member}", task=task,
+            class_names=class_names if task == "classification" else None, mode=mode,
+            backbone_lr_scale=backbone_lr_scale, loss=loss, memory=memory, pooling=pooling,
+            input_lags=input_lags, lag_days=lag_days, residuals=residuals,
+            val_fraction=val_fraction, val_groups=groups, epochs=epochs, lr=lr,
+            patience=patience, seed=seed + member, trainer_overrides=overrides)
+        if model is None or account is None:
+            model, account = trained, spent
+        else:
+            model.add_member(trained)
+            account.add(spent.tokens, spent.flops)
+            account.seconds += spent.seconds
+    assert model is not None and account is not None
     pre = (meta.get("compute") or {}).get("pretraining")
     summary = compute_summary(pre, account)
     path = save_model(model, out_dir / "model.safetensors",
                       extra={"compute": summary, "labelled_pixels": str(len(chosen)),
                              "backbone": str(backbone_path)})
     ratio = summary.get("flops_ratio")
-    click.echo(f"fine-tuning ({mode}): {len(chosen)} labelled pixels "
+    click.echo(f"fine-tuning ({mode}{f', {ensemble} heads' if ensemble > 1 else ''}): "
+               f"{len(chosen)} labelled pixels "
                f"({100 * len(chosen) / len(data):.2f} % of {len(data)}), {account.tokens:,} "
                f"tokens, {account.flops:.3g} FLOPs"
                + (f" = {100 * ratio:.2f} % of pretraining" if ratio is not None else "")

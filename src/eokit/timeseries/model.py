@@ -711,6 +711,8 @@ class FineTunedSeriesModel(nn.Module):
                                                 residuals=residuals)
         width = self.feature_config.n_features(backbone.config.d_model, backbone.config.in_bands)
         self.head = SeriesHead(width, out_features, hidden, dropout)
+        # Further heads of a seed ensemble on the same frozen backbone (see add_member).
+        self.extra_heads = nn.ModuleList()
         self.register_buffer("target_mean", torch.zeros(1))
         self.register_buffer("target_std", torch.ones(1))
 
@@ -738,14 +740,42 @@ class FineTunedSeriesModel(nn.Module):
         out: torch.Tensor = self.head(self.features(series, doy, valid))
         return out
 
+    @property
+    def members(self) -> int:
+        """Heads whose predictions are averaged (1 unless a seed ensemble)."""
+        return 1 + len(self.extra_heads)
+
+    def add_member(self, other: FineTunedSeriesModel) -> None:
+        """Average ``other``'s head into this model's predictions (a seed ensemble).
+
+        ``other`` must have been fine-tuned head-only on the same frozen backbone, with the same
+        features and targets' standardisation, so one forward pass of the backbone serves both.
+        """
+        same = (other.task == self.task and other.class_names == self.class_names
+                and other.feature_config.as_dict() == self.feature_config.as_dict()
+                and torch.equal(other.target_mean, self.target_mean)
+                and torch.equal(other.target_std, self.target_std)
+                and all(torch.equal(a, b) for a, b in zip(
+                    self.backbone.state_dict().values(), other.backbone.state_dict().values(),
+                    strict=True)))
+        if not same:
+            raise InputError("ensemble members must share the frozen backbone, features and "
+                             "targets", parameter="ensemble")
+        self.extra_heads.append(other.head)
+
     @torch.no_grad()
     def predict(self, series: torch.Tensor, doy: torch.Tensor, valid: torch.Tensor
                 ) -> torch.Tensor:
-        """(B, T, K) class probabilities or (B, T) values in target units at every date."""
-        out: torch.Tensor = self(series, doy, valid)
+        """(B, T, K) class probabilities or (B, T) values in target units at every date.
+
+        A seed ensemble averages its heads' probabilities (or values).
+        """
+        features = self.features(series, doy, valid)
+        outputs = [head(features) for head in (self.head, *self.extra_heads)]
         if self.task == "classification":
-            return out.softmax(-1)
-        return out[..., 0] * self.target_std + self.target_mean
+            return torch.stack([out.softmax(-1) for out in outputs]).mean(0)
+        values = torch.stack([out[..., 0] for out in outputs]).mean(0)
+        return values * self.target_std + self.target_mean
 
 
 # -- compute accounting ----------------------------------------------------------------------
@@ -798,7 +828,8 @@ def save_model(model: PixelSeriesTransformer | FineTunedSeriesModel, path: str |
         metadata["head"] = json.dumps({
             "task": model.task, "class_names": model.class_names,
             "out_features": model.head.fc2.out_features, "hidden": model.head.fc1.out_features,
-            "dropout": model.head.drop.p, **model.feature_config.as_dict(),
+            "dropout": model.head.drop.p, "members": model.members,
+            **model.feature_config.as_dict(),
         })
     for key, value in (extra or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value)
@@ -854,6 +885,10 @@ def load_model(path: str | Path) -> tuple[PixelSeriesTransformer | FineTunedSeri
                                      lag_days=float(head.get("lag_days", 30.0)),
                                      dropout=float(head.get("dropout", 0.1)),
                                      residuals=bool(head.get("residuals", False)))
+        for _ in range(int(head.get("members", 1)) - 1):
+            model.extra_heads.append(SeriesHead(model.head.fc1.in_features,
+                                                head["out_features"], head["hidden"],
+                                                float(head.get("dropout", 0.1))))
     load_weights(model, path, strict=True)
     model.eval()
     metadata: dict[str, Any] = {}
