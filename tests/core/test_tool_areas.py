@@ -48,3 +48,24 @@ def test_plain_image_needs_a_pixel_size(tmp_path):
     path = write_test_geotiff(tmp_path / "p.tif", _classes(), crs=None, nodata=255)
     assert class_areas_m2(path)["area_m2"] is None
     assert class_areas_m2(path, pixel_size_m=2.0)["area_m2"]["1"] == 200 * 4.0
+
+
+def test_class_names_come_from_the_gdal_category_sidecar(tmp_path):
+    import rasterio
+
+    from eokit.core.raster import write_raster
+    from eokit.core.tools import class_areas_m2, raster_class_names
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from eokit.core.types import Grid
+
+    grid = Grid(crs=CRS.from_epsg(32633), transform=Affine(2.0, 0, 500000, 0, -2.0, 5000000),
+                width=4, height=2)
+    data = np.array([[[0, 1, 1, 2], [2, 2, 2, 0]]], dtype=np.uint8)
+    path = write_raster(tmp_path / "c.tif", data, grid, class_names=["bare", "water", "road"])
+    with rasterio.open(path) as src:
+        assert not any(k.startswith("CLASS_") for k in src.tags())  # only the sidecar has them
+        assert raster_class_names(src) == {0: "bare", 1: "water", 2: "road"}
+    areas = class_areas_m2(path)
+    assert areas["area_m2"] == {"bare": 8.0, "water": 8.0, "road": 16.0}

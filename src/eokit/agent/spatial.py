@@ -14,7 +14,7 @@ from eokit.core.tools import (
     Range,
     ToolSpec,
     class_areas_m2,
-    class_names_of,
+    raster_class_names,
     raster_summary,
     row_areas_m2,
 )
@@ -613,7 +613,7 @@ def _class_id(src: Any, value: str | int) -> tuple[int, str]:
     if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
         raise InputError(f"{Path(src.name).name} is not a class raster (its values are "
                          f"{src.dtypes[0]})", parameter="path")
-    names = class_names_of(src.tags())
+    names = raster_class_names(src)
     text = str(value).strip()
     if text.lstrip("-").isdigit():
         ident = int(text)
@@ -819,7 +819,7 @@ def geo_zonal_stats(
             raise InputError(f"{which} has no CRS, the other has: they cannot be overlaid",
                              parameter="zones" if vector.crs is None else "raster")
         areas = row_areas_m2(src)
-        names = class_names_of(src.tags()) if categorical else {}
+        names = raster_class_names(src, band) if categorical else {}
         if categorical:
             _class_id(src, 0)
         results = []

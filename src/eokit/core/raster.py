@@ -656,6 +656,28 @@ def _category_xml(names: Sequence[str]) -> str:
     )
 
 
+def read_category_names(path: PathLike, band: int = 1) -> dict[int, str]:
+    """Category names of a band from its GDAL PAM sidecar (value -> name); empty if none.
+
+    Names written as empty strings (unused values) are left out.
+    """
+    import xml.etree.ElementTree as ElementTree
+
+    sidecar = pam_sidecar(path)
+    if not sidecar.is_file():
+        return {}
+    try:
+        root = ElementTree.parse(sidecar).getroot()
+    except ElementTree.ParseError:
+        logger.warning("%s: unreadable PAM sidecar, category names ignored", sidecar)
+        return {}
+    for element in root.iter("PAMRasterBand"):
+        if element.get("band", "1") == str(band):
+            names = [c.text or "" for c in element.iter("Category")]
+            return {i: n for i, n in enumerate(names) if n}
+    return {}
+
+
 def _colour_table(
     colors: Sequence[Any], nodata: float | None
 ) -> dict[int, tuple[int, int, int, int]]:

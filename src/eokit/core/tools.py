@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 __all__ = [
     "InputPath", "OutputPath", "Range", "ToolSpec", "Unit", "class_areas_m2", "class_names_of",
+    "raster_class_names",
     "raster_summary", "row_areas_m2",
 ]
 
@@ -145,7 +146,7 @@ def raster_summary(path: str | Path) -> dict[str, Any]:
         if names:
             out["band_names"] = names
         tags = src.tags()
-        classes = class_names_of(tags)
+        classes = raster_class_names(src)
         if classes:
             out["class_names"] = classes
         if "TIFFTAG_DATETIME" in tags:
@@ -173,6 +174,16 @@ def class_names_of(tags: dict[str, str]) -> dict[int, str]:
     for key, value in tags.items():
         if key.startswith("CLASS_") and key[6:].isdigit():
             names[int(key[6:])] = value
+    return dict(sorted(names.items()))
+
+
+def raster_class_names(src: Any, band: int = 1) -> dict[int, str]:
+    """Class id -> name of an open rasterio dataset: GDAL category names (the PAM sidecar QGIS
+    reads), then the ``class_names`` / ``CLASS_<id>`` tags."""
+    from eokit.core.raster import read_category_names
+
+    names = read_category_names(src.name, band) if isinstance(src.name, str) else {}
+    names.update(class_names_of(src.tags()))
     return dict(sorted(names.items()))
 
 
@@ -241,7 +252,7 @@ def class_areas_m2(
     from rasterio.windows import Window
 
     with rasterio.open(path) as src:
-        names = names if names is not None else class_names_of(src.tags())
+        names = names if names is not None else raster_class_names(src)
         areas = row_areas_m2(src)
         if areas is None and src.crs is None and pixel_size_m is not None:
             areas = np.full(src.height, float(pixel_size_m) ** 2)
