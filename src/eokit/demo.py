@@ -40,6 +40,7 @@ CAPABILITIES: tuple[str, ...] = (
     "lst",
     "noisy",
     "urban",
+    "agent",
     "openvocab",
     "grounding",
 )
