@@ -372,7 +372,7 @@ def test_zonal_categorical_class_areas(classes, tmp_path):
     path, _ = classes
     zones = geojson(tmp_path / "z.geojson", [square(X0, Y0 - 50, 50)], crs=UTM33)  # rows/cols 0..4
     zone = spatial.geo_zonal_stats(path, zones, stats=["count"], categorical=True)["zones_stats"][0]
-    assert zone["class_area_m2"] == {"building": 900, "water": 1600}
+    assert zone["class_area_m2"] == {"background": 0.0, "building": 900, "water": 1600}
     with pytest.raises(InputError, match="band: band 3"):
         spatial.geo_zonal_stats(path, zones, band=3)
     lines = geojson(tmp_path / "l.geojson", [{"type": "LineString",

@@ -878,9 +878,11 @@ def geo_zonal_stats(
                     classes, inverse = np.unique(values.astype(np.int64), return_inverse=True)
                     weights = row_area if row_area is not None else np.ones(values.size)
                     per = np.bincount(inverse, weights=weights)
-                    item["class_area_m2" if row_area is not None else "class_pixels"] = {
-                        names.get(int(c), str(int(c))): _r(a) for c, a in zip(
-                            classes.tolist(), per.tolist(), strict=True)}
+                    # Every named class is listed, absent ones with 0: no key an agent must guess.
+                    table = {name: 0.0 for _, name in sorted(names.items())}
+                    table.update({names.get(int(c), str(int(c))): _r(a) for c, a in zip(
+                        classes.tolist(), per.tolist(), strict=True)})
+                    item["class_area_m2" if row_area is not None else "class_pixels"] = table
             else:
                 item["note"] = ("no valid pixel inside" if all_touched else
                                 "no valid pixel centre inside (all_touched counts every pixel "
