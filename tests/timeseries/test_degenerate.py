@@ -122,6 +122,13 @@ def test_one_date_and_single_class_references_warn_loudly(world, tmp_path, run_c
         code, _, err = run_cli(_finetune(world, tmp_path, "single", "labels"))
     assert code == 0, err
     assert "a single date" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        code, _, err = run_cli(["timeseries", "forecast", str(world["single"]), "--model",
+                                str(world["backbone"]), "--steps", "2", "--step-days", "10",
+                                "--out", str(tmp_path / "fc")])
+    assert code == 0, err
+    assert "a single date" in caplog.text
 
 
 def test_constant_bands_are_named(world, caplog):

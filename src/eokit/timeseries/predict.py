@@ -592,9 +592,11 @@ def write_forecast(backbone: Any, data: Any, out_dir: str | Path, steps: int, *,
     days, and ``departure_date.tif``, its date (YYYYMMDD); see :func:`peak_departure`.
     """
     from eokit.core.raster import atomic_write, write_csv, write_raster
+    from eokit.timeseries.data import warn_if_single_date
     from eokit.timeseries.task import forecast_series, peak_departure
 
     values, future = forecast_series(backbone, data, steps, step_days=step_days, progress=True)
+    warn_if_single_date(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
