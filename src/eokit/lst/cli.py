@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from eokit.core.cliopts import out_option
 from eokit.core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -67,10 +68,7 @@ def lst() -> None:
 @click.option("--band", default="L8_B10", show_default=True, help="L8_B10, L8_B11, L9_B10, L9_B11.")
 @click.option("--block", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Block size (pixels).")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
+@out_option("output", type=click.Path(path_type=Path),
     required=True,
     help="Output LST GeoTIFF (COG, K).",
 )
@@ -203,8 +201,7 @@ def retrieve(
 @click.option("--noise-k", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="NEdT added to BT.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Output CSV of samples."
+@out_option("output", type=click.Path(path_type=Path), required=True, help="Output CSV of samples."
 )
 def simulate(
     profiles: Path | None,
@@ -261,7 +258,7 @@ def simulate(
 
 
 @lst.command()
-@click.option("-o", "--out-dir", type=click.Path(path_type=Path), required=True)
+@out_option("out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--size", type=int, default=512, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -330,8 +327,8 @@ def _train_settings(path: Path | None) -> dict[str, Any]:
 @click.option("--kind", type=click.Choice(["piml", "mlp"]), help="Model (default piml).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default 40).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from OUT_DIR/checkpoints/last.ckpt.")
-@click.option("-o", "--out-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.ckpt.")
+@out_option("out_dir", type=click.Path(path_type=Path), required=True)
 @click.pass_context
 def train(
     ctx: click.Context,

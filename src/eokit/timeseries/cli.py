@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from eokit.cli import device_option
+from eokit.core.cliopts import out_option
 
 _LAYOUT = click.Choice(["auto", "geotiff", "eopatch", "presto"])
 _TRAINER_HELP = "Extra Lightning options as --trainer.KEY VALUE (e.g. --trainer.accelerator gpu)."
@@ -67,7 +68,8 @@ def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
 @timeseries.command(context_settings={"ignore_unknown_options": True,
                                       "allow_extra_args": True})
 @click.argument("input_path", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
+              help="Run folder (backbone.safetensors, checkpoints, report).")
 @_eopatch_options
 @click.option("--size", "model_size", default="small", show_default=True,
               help="Model size: tiny, small, base, large.")
@@ -187,7 +189,8 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train N heads (seeds SEED..SEED+N-1, same labelled pixels) on the frozen "
                    "backbone and average their probabilities or values (--mode head).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
+              help="Run folder (model.safetensors, report).")
 @_eopatch_options
 @click.option("--seed", default=0, show_default=True,
               help="Seed of the labelled-pixel draw, validation split, initialisation and "
@@ -321,7 +324,8 @@ _dtype_option = click.option(
 @timeseries.command()
 @click.argument("input_path", type=click.Path(path_type=Path))
 @click.option("--model", "model_path", type=click.Path(path_type=Path), required=True)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
+              help="Output folder (probability and change COGs, report).")
 @click.option("--dates", default=None,
               help="Dates to map: comma-separated ISO dates (each mapped at the nearest "
                    "acquisition, which names the output file), 'all' or 'last' (default 4 "
@@ -411,7 +415,8 @@ def predict(input_path: Path, model_path: Path, out_dir: Path, dates: str | None
               help="Future dates to forecast.")
 @click.option("--step-days", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Days between future dates (default: median revisit).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
+              help="Output folder (forecast and departure GeoTIFFs).")
 @_dtype_option
 @device_option
 @_eopatch_options
