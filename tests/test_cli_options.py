@@ -39,3 +39,11 @@ def test_every_spelling_still_works(tmp_path, spelling):
     result = CliRunner().invoke(cli, ["synth", "scene", spelling, str(out), "--size", "32"])
     assert result.exit_code == 0, result.output
     assert (out / "landcover.tif").is_file()
+
+
+def test_every_option_has_help():
+    ctx = click.Context(cli)
+    missing = [f"eokit {' '.join(path)} {param.opts[-1]}"
+               for path, command in _commands(cli, ctx) for param in command.params
+               if isinstance(param, click.Option) and not param.hidden and not param.help]
+    assert not missing, missing

@@ -25,7 +25,8 @@ def agent() -> None:
               show_default=True, help="stdio for desktop clients; http: streamable HTTP at /mcp.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="HTTP bind address (loopback unless you mean to expose the files).")
-@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True,
+              help="HTTP port (with --transport http).")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=300.0,
               show_default=True, help="Seconds a read/write call may take.")
 @click.option("--job-time-limit", type=click.FloatRange(min=0, min_open=True), default=3600.0,

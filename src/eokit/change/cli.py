@@ -476,7 +476,9 @@ def _load(checkpoint: Path, adapters: tuple[Path, ...]) -> Any:
 @click.option("--label", type=click.Path(path_type=Path), default=None,
               help="Optional reference label (adds metrics).")
 @click.option("--label-mode", default="auto", show_default=True,
-              type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]))
+              type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]),
+              help="How label values map to change (auto: 0 = no change, any other value = "
+                   "change).")
 @out_option("out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--threshold", type=_THRESHOLD, default=None,
               help="Change threshold (default: the dataset's, chosen on its training labels, "
@@ -524,16 +526,21 @@ def predict(
 
 @change.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--checkpoint", required=True, type=click.Path(path_type=Path))
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="Model file (model.safetensors from fit/adapt).")
 @click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path),
               help="Adapter file (repeat for several; NAME=FILE renames).")
-@click.option("--domain", required=True)
+@click.option("--domain", required=True,
+              help="Dataset (domain) head to use; one of the model's datasets.")
 @click.option("--split", default="test", show_default=True,
               help="List/split name (LEVIR list/<split>.txt or <split>/ folder).")
 @click.option("--layout", default="auto", show_default=True,
-              type=click.Choice(["auto", "levir", "split", "whu"]))
+              type=click.Choice(["auto", "levir", "split", "whu"]),
+              help="Dataset folder layout (auto detects LEVIR-CD/BIT, split folders, WHU-CD).")
 @click.option("--label-mode", default="auto", show_default=True,
-              type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]))
+              type=click.Choice(["auto", "0-255", "0-1", "0-1-ignore255"]),
+              help="How label values map to change (auto: 0 = no change, any other value = "
+                   "change).")
 @click.option("--threshold", type=_THRESHOLD, default=None,
               help="Change threshold (default: the dataset's, chosen on its training labels, "
                    "else 0.5).")

@@ -49,7 +49,8 @@ def curation() -> None:
 @click.option("--dask", "scheduler", default=None,
               help="Address of a dask.distributed scheduler (tcp://host:8786): the level-1 "
                    "passes run there.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the k-means initialisation and resampling.")
 def cluster(embeddings: Path, levels: str, out_dir: Path, iterations: int, resample_steps: int,
             sample_size: int | None, strategy: str, backend: str, chunk_rows: int,
             images: Path | None, scheduler: str | None, seed: int) -> None:
@@ -93,7 +94,8 @@ def cluster(embeddings: Path, levels: str, out_dir: Path, iterations: int, resam
               help="Output folder (default: CLUSTERS_DIR/sample-<strategy>-<keep>).")
 @click.option("--previous", type=click.Path(path_type=Path), default=None,
               help="kept_indices.npy of an earlier round (its overlap is reported).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the sampling within clusters.")
 def sample(clusters_dir: Path, keep: float, strategy: str, out_dir: Path | None,
            previous: Path | None, seed: int) -> None:
     """Keep a fraction of the points, balanced across the cluster hierarchy."""
@@ -115,11 +117,13 @@ def sample(clusters_dir: Path, keep: float, strategy: str, out_dir: Path | None,
 @curation.command()
 @out_option("out_dir", type=click.Path(path_type=Path), required=True,
               help="Output folder (PNG quick-looks + labels.csv).")
-@click.option("--count", default=500, show_default=True, type=click.IntRange(min=1))
-@click.option("--size", default=48, show_default=True, type=click.IntRange(min=8))
+@click.option("--count", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Number of imagettes.")
+@click.option("--size", default=48, show_default=True, type=click.IntRange(min=8),
+              help="Side length of each imagette in pixels.")
 @click.option("--duplicates", default=0.3, show_default=True, type=click.FloatRange(0, 0.99),
               help="Fraction of near-duplicate imagettes.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 def simulate(out_dir: Path, count: int, size: int, duplicates: float, seed: int) -> None:
     """Simulated Wave-Mode imagettes of the ten TenGeoP phenomena (Zipf frequencies)."""
     import numpy as np
@@ -138,7 +142,8 @@ def simulate(out_dir: Path, count: int, size: int, duplicates: float, seed: int)
 @click.argument("images", type=click.Path(path_type=Path))
 @out_option("out_dir", type=click.Path(path_type=Path), required=True,
               help="Run folder (backbone.safetensors, checkpoints, logs, report).")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Training epochs.")
 @click.option("--size", type=click.IntRange(min=8), default=None,
               help="Centre-crop size (needed when the imagettes differ in size).")
 @click.option("--normalisation", type=click.Choice(["quicklook", "sigma0_db", "sigma0_linear"]),
@@ -153,17 +158,21 @@ def simulate(out_dir: Path, count: int, size: int, duplicates: float, seed: int)
               help="Fraction of the data kept by each round (rho).")
 @click.option("--levels", default="32,8", show_default=True, help="k-means levels per round.")
 @click.option("--strategy", type=click.Choice(["balanced", "closest", "random"]),
-              default="balanced", show_default=True)
+              default="balanced", show_default=True,
+              help="Curation of the training set between rounds.")
 @click.option("--embed-fraction", default=1.0, show_default=True, type=float,
               help="Fraction of the data the teacher embeds each round (>= --keep).")
 @click.option("--no-curation", is_flag=True, help="Train on all data every epoch.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="labels.csv (only to log the class counts each round keeps).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Images per batch.")
 @click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0,
-                                                                             min_open=True))
+                                                                             min_open=True),
+              help="Learning rate (AdamW).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.ckpt.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of weights, crops and sampling.")
 @click.pass_context
 def pretrain(ctx: click.Context, images: Path, out_dir: Path, epochs: int, size: int | None,
              normalisation: str, backbone: str, warmup: int, period: int, keep: float,
@@ -212,10 +221,12 @@ def embed(model: Path, images: Path, output: Path, size: int | None) -> None:
 @curation.command()
 @click.argument("embeddings", type=click.Path(path_type=Path))
 @click.argument("labels", type=click.Path(path_type=Path))
-@click.option("--test-fraction", default=0.3, show_default=True, type=float)
+@click.option("--test-fraction", default=0.3, show_default=True, type=float,
+              help="Share of the labelled embeddings held out for scoring.")
 @out_option("output", type=click.Path(path_type=Path), default=None,
               help="Write the scores as JSON.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the train/test split.")
 def probe(embeddings: Path, labels: Path, test_fraction: float, output: Path | None,
           seed: int) -> None:
     """Linear and kNN probes (class label) and ridge probes (numeric columns) on embeddings."""

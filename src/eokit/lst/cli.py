@@ -196,11 +196,11 @@ def retrieve(
     help="Built-in standard atmosphere(s) instead of a file (tropical, us76, ...).",
 )
 @click.option("--per-profile", type=click.IntRange(min=1), default=20,
-              show_default=True)
+              show_default=True, help="Samples simulated per atmospheric profile.")
 @click.option("--all-sky", is_flag=True, help="Keep profiles failing the RH < 90 % clear-sky test.")
 @click.option("--noise-k", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="NEdT added to BT.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @out_option("output", type=click.Path(path_type=Path), required=True, help="Output CSV of samples."
 )
 def simulate(
@@ -259,15 +259,16 @@ def simulate(
 
 @lst.command()
 @out_option("out_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--size", type=int, default=512, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=int, default=512, show_default=True, help="Side length in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
     "--atmosphere",
     default="midlat_summer",
     show_default=True,
     help="Standard atmosphere for the scene's τ, L↑, L↓.",
 )
-@click.option("--spacecraft", type=click.Choice(["LANDSAT_8", "LANDSAT_9"]), default="LANDSAT_8")
+@click.option("--spacecraft", type=click.Choice(["LANDSAT_8", "LANDSAT_9"]), default="LANDSAT_8",
+              help="Landsat 8 or 9 (sets the band-10 response and MTL constants).")
 def scene(out_dir: Path, size: int, seed: int, atmosphere: str, spacecraft: str) -> None:
     """Write a simulated Landsat-like thermal scene (B10 DN, red, NIR, MTL, truth)."""
     from eokit.lst.demo import simulate_scene
@@ -326,7 +327,8 @@ def _train_settings(path: Path | None) -> dict[str, Any]:
 )
 @click.option("--kind", type=click.Choice(["piml", "mlp"]), help="Model (default piml).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default 40).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of weights and data order.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.ckpt.")
 @out_option("out_dir", type=click.Path(path_type=Path), required=True)
 @click.pass_context

@@ -29,7 +29,8 @@ def _print(summary: dict[str, object]) -> None:
 @click.option("--misregister-px", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also shift each label by up to this many pixels.")
 @click.option("--pattern", default="", help="Only files whose name contains this text.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Noise seed (each file's noise depends only on the seed and its name).")
 def corrupt(root: Path, out_dir: Path, level: str, misregister_px: int, pattern: str,
             seed: int) -> None:
     """Write noisy copies of ROOT's labels (xBD, WHU, Inria or images/+labels/ layout)."""
@@ -49,19 +50,25 @@ def corrupt(root: Path, out_dir: Path, level: str, misregister_px: int, pattern:
 @click.option("--simulate", type=click.IntRange(min=0), default=0,
               help="Train on N simulated scenes with L2 noise instead of ROOT.")
 @click.option("--loss", type=click.Choice(["kms", "ce", "smooth", "gce", "confusion"]),
-              default="kms", show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--tile", type=click.IntRange(min=32), default=256, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+              default="kms", show_default=True,
+              help="kms (spatially correlated label-noise model) or a baseline.")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Training epochs.")
+@click.option("--tile", type=click.IntRange(min=32), default=256, show_default=True,
+              help="Training tile size in pixels (multiple of 32).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Tiles per batch.")
 @click.option("--rho", type=float, default=0.75, show_default=True,
               help="KMS correlation of the label-error field, in [0, 1).")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
 @click.option("--estep", type=click.IntRange(min=0), default=10, show_default=True,
               help="E-step Adam steps per batch.")
-@click.option("--encoder", default="efficientnet_lite0", show_default=True)
+@click.option("--encoder", default="efficientnet_lite0", show_default=True,
+              help="Image encoder (catalogue EfficientNet-Lite or a timm name).")
 @click.option("--no-pretrained", is_flag=True, help="Random encoder initialisation.")
 @click.option("--pattern", default="", help="Only files whose name contains this text.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of weights, tiles and order.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.ckpt.")
 @click.pass_context
 def fit(ctx: click.Context, root: Path | None, out_dir: Path, labels_dir: Path | None,
@@ -87,9 +94,11 @@ def fit(ctx: click.Context, root: Path | None, out_dir: Path, labels_dir: Path |
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.argument("image", type=click.Path(path_type=Path))
 @out_option("out_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--tile", type=click.IntRange(min=32), default=512, show_default=True)
-@click.option("--overlap", type=click.IntRange(min=0), default=64, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--tile", type=click.IntRange(min=32), default=512, show_default=True,
+              help="Inference window in pixels.")
+@click.option("--overlap", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Overlap of neighbouring windows in pixels.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 def predict(model_dir: Path, image: Path, out_dir: Path, tile: int, overlap: int,
             device: str) -> None:
     """Classify IMAGE (any size, streamed in tiles) to classes.tif + probability.tif (COGs)."""

@@ -54,7 +54,7 @@ def timeseries() -> None:
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--size", default=64, show_default=True, help="Scene size in pixels.")
 @click.option("--years", default=3, show_default=True, help="Years of observations.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Random seed.")
 def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
     """Write a simulated GeoTIFF stack with canopy truth to OUT_DIR."""
     from eokit.core.synth.pixel_series import generate_pixel_series, write_pixel_series
@@ -73,10 +73,12 @@ def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
 @_eopatch_options
 @click.option("--size", "model_size", default="small", show_default=True,
               help="Model size: tiny, small, base, large.")
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Pretraining epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Series windows per batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3,
-              show_default=True)
+              show_default=True, help="Learning rate (AdamW).")
 @click.option("--max-pixels", type=click.IntRange(min=2), default=None,
               help="Random subset of pixels.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
@@ -84,7 +86,7 @@ def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
                    "using a token's position as the pretraining scene's calendar).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="YAML with model (class_path/init_args), pretrain and trainer sections.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of weights and sampling.")
 @click.option("--resume", is_flag=True,
               help="Continue from OUT/checkpoints/last.ckpt (same input and settings).")
 @click.pass_context
@@ -145,7 +147,8 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @timeseries.command(context_settings={"ignore_unknown_options": True,
                                       "allow_extra_args": True})
 @click.argument("input_path", type=click.Path(path_type=Path))
-@click.option("--backbone", "backbone_path", type=click.Path(path_type=Path), required=True)
+@click.option("--backbone", "backbone_path", type=click.Path(path_type=Path), required=True,
+              help="Pretrained backbone (backbone.safetensors from pretrain).")
 @click.option("--labels", default=None,
               help="Label GeoTIFF (class ids, 255 = unlabelled); EOPatch: a timeless feature "
                    "such as mask_timeless/LULC; Presto: omit (target.npy).")
@@ -153,7 +156,9 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
               help="Class names, comma separated, in class-id order.")
 @click.option("--label-map", default=None, help="Remap label values, e.g. '2:1,0:255,*:0'.")
 @click.option("--task", type=click.Choice(["classification", "regression"]),
-              default="classification", show_default=True)
+              default="classification", show_default=True,
+              help="classification (class per pixel and date) or regression (a value per "
+                   "sample).")
 @click.option("--label-fraction", type=float, default=None,
               help="Training pixels as a fraction of ALL input pixels, drawn at random (seeded) "
                    "among the labelled ones. Default: 0.03 for classification of a raster "
@@ -181,7 +186,8 @@ def pretrain(ctx: click.Context, input_path: Path, out_dir: Path, layout: str,
 @click.option("--val-fraction", default=0.2, show_default=True,
               help="Labelled pixels held out (whole 16 px blocks for rasters) for early "
                    "stopping; 0 trains for --epochs.")
-@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Fine-tuning epochs.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3,
               show_default=True, help="AdamW learning rate of the head.")
 @click.option("--patience", type=click.IntRange(min=1), default=10, show_default=True,
@@ -323,7 +329,8 @@ _dtype_option = click.option(
 
 @timeseries.command()
 @click.argument("input_path", type=click.Path(path_type=Path))
-@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True)
+@click.option("--model", "model_path", type=click.Path(path_type=Path), required=True,
+              help="Fine-tuned model (model.safetensors from finetune).")
 @out_option("out_dir", type=click.Path(path_type=Path), required=True,
               help="Output folder (probability and change COGs, report).")
 @click.option("--dates", default=None,
