@@ -268,3 +268,18 @@ def test_find_tools(env):
 
     result = run(server, body)
     assert result.structuredContent["tools"][0]["name"] == "synth_scene"
+
+
+def test_output_over_the_size_limit_is_discarded(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    sandbox = Sandbox.create([root], tmp_path / "out")
+    tools = [s for s in all_tools() if s.name == "synth_scene"]
+    server = EokitServer(sandbox, tools, Limits(output_bytes=2000))
+
+    async def body(session):
+        return await session.call_tool("synth_scene", {"out_dir": "big", "size": 64})
+
+    result = run(server, body)
+    assert result.isError and "over the limit" in text(result) and "\n" not in text(result)
+    assert list(sandbox.out_root.iterdir()) == []  # neither the output nor its staging folder
