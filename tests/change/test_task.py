@@ -237,3 +237,12 @@ def test_unknown_placement_is_input_error():
     with pytest.raises(InputError, match="unknown placement"):
         prepare_adapt(build_canet(DOMAINS, in_channels=6), "sim_new", placement="middle")
 
+
+
+def test_train_steps_logs_progress(caplog):
+    model = build_canet(list(DOMAINS), in_channels=6)
+    with caplog.at_level("INFO", logger="eokit.change.task"):
+        train_steps(model, _loader(0, DOMAINS[0]), steps=4, log_every=2)
+    lines = [r.getMessage() for r in caplog.records if "train step" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["train step 2/4", "train step 4/4"]
+    assert "left" in lines[0]

@@ -52,7 +52,7 @@ def add_demo_section(report: Any, out_dir: Path, *, quick: bool, seed: int) -> N
         collate_fn=collate_pairs,
     )
     model = build_canet(domains, in_channels=6)
-    timing = train_steps(model, loader, steps=steps, lr=8e-3)
+    timing = train_steps(model, loader, steps=steps, lr=8e-3, log_every=max(steps // 5, 1))
     pair = change_pair(64 if quick else 160, seed=seed + 4242, domain="sim_landcover")
     paths = {
         "A": write_raster(out / "A.tif", pair.image_a, pair.grid),

@@ -345,8 +345,12 @@ def train_steps(
     dice_weight: float = 1.0,
     pos_weight: float | dict[int, float] | None = None,
     progress: bool = False,
+    log_every: int = 0,
 ) -> dict[str, float]:
     """Plain training loop (AdamW over trainable parameters) for ``steps`` batches.
+
+    ``log_every`` > 0 logs the step, mean loss, elapsed time and an estimate of the time left
+    every that many steps (long runs show progress without a terminal bar).
 
     ``batches`` is cycled; each batch selects its domain. ``pos_weight``: see
     :func:`change_loss` (one float, or a dict domain index -> weight). Used by the demo and
@@ -389,6 +393,12 @@ def train_steps(
         step_seconds.append(time.perf_counter() - tick)
         if bar is not None:
             bar.update(1)
+        done = len(losses)
+        if log_every > 0 and (done % log_every == 0 or done == steps):
+            elapsed = time.perf_counter() - start
+            logger.info("train step %d/%d: loss %.4f, %.0f s elapsed, about %.0f s left", done,
+                        steps, float(np.mean(losses[-log_every:])), elapsed,
+                        elapsed / done * (steps - done))
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
