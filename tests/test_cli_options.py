@@ -47,3 +47,11 @@ def test_every_option_has_help():
                for path, command in _commands(cli, ctx) for param in command.params
                if isinstance(param, click.Option) and not param.hidden and not param.help]
     assert not missing, missing
+
+
+def test_model_size_is_not_spelled_like_scene_size():
+    ctx = click.Context(cli)
+    pretrain = dict(_commands(cli, ctx))[("timeseries", "pretrain")]
+    option = next(p for p in pretrain.params if p.name == "model_size")
+    assert option.get_help_record(ctx)[0].startswith("--model-size")
+    assert "--size" in option.opts  # still accepted

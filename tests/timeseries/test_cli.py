@@ -153,7 +153,7 @@ def test_cli_presto_regression(tmp_path, run_cli):
     np.save(folder / "is_test.npy", (np.arange(40) % 4 == 0).astype(int))
     run = tmp_path / "run"
     code, out, err = run_cli(["timeseries", "pretrain", str(tmp_path / "fuel"), "--out", str(run),
-                             "--size", "tiny", "--epochs", "1",
+                             "--model-size", "tiny", "--epochs", "1",
                              "--trainer.enable_progress_bar", "false"])
     assert code == 0, err
     code, out, err = run_cli(["timeseries", "finetune", str(tmp_path / "fuel"), "--backbone",
@@ -272,7 +272,7 @@ def test_presto_pretraining_never_sees_the_test_inputs(tmp_path, run_cli):
     is_test = _presto(tmp_path / "fuel" / "npy")
     run = tmp_path / "run"
     code, out, err = run_cli(["timeseries", "pretrain", str(tmp_path / "fuel"), "--out", str(run),
-                             "--size", "tiny", "--epochs", "1",
+                             "--model-size", "tiny", "--epochs", "1",
                              "--trainer.enable_progress_bar", "false"])
     assert code == 0, err
     from eokit.timeseries.model import load_model

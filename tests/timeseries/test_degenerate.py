@@ -66,7 +66,7 @@ def _finetune(world, tmp_path, series, labels, *extra):  # noqa: ANN001, ANN202
     (lambda w, t: ["timeseries", "predict", str(w["nan"]), "--model", str(w["model"]),
                    "--out", str(t / "out")], "nan: no valid observation"),
     (lambda w, t: ["timeseries", "pretrain", str(w["constant"]), "--out", str(t / "out"),
-                   "--size", "tiny", "--epochs", "1", *QUIET],
+                   "--model-size", "tiny", "--epochs", "1", *QUIET],
      "constant: every band is constant over all pixels and dates (nothing to pretrain on)"),
     (lambda w, t: ["timeseries", "forecast", str(w["single"]), "--model", str(w["backbone"]),
                    "--out", str(t / "out")], "step_days: "),

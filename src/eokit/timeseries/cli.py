@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from eokit.cli import device_option
-from eokit.core.cliopts import out_option
+from eokit.core.cliopts import AliasedOption, out_option
 
 _LAYOUT = click.Choice(["auto", "geotiff", "eopatch", "presto"])
 _TRAINER_HELP = "Extra Lightning options as --trainer.KEY VALUE (e.g. --trainer.accelerator gpu)."
@@ -71,8 +71,10 @@ def simulate(out_dir: Path, size: int, years: int, seed: int) -> None:
 @out_option("out_dir", type=click.Path(path_type=Path), required=True,
               help="Run folder (backbone.safetensors, checkpoints, report).")
 @_eopatch_options
-@click.option("--size", "model_size", default="small", show_default=True,
-              help="Model size: tiny, small, base, large.")
+@click.option("--model-size", "--size", "model_size", cls=AliasedOption, shown=("--model-size",),
+              default="small", show_default=True,
+              type=click.Choice(["tiny", "small", "base", "large"]),
+              help="Model size (--size is an older spelling).")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True,
               help="Pretraining epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
