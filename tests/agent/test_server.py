@@ -59,6 +59,7 @@ def test_every_tool_schema_and_annotations(env):
     assert tools["fake_count"].annotations.readOnlyHint is True
     assert tools["fake_write"].annotations.readOnlyHint is False
     assert tools["job_cancel"].annotations.readOnlyHint is False
+    assert tools["job_cancel"].meta["eokit/effect"] == "control"
     assert "overwrite" in tools["fake_write"].inputSchema["properties"]
     assert "job id" in tools["fake_long"].description
     assert tools["synth_scene"].inputSchema["properties"]["size"]["maximum"] == 2048

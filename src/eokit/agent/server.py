@@ -291,7 +291,8 @@ class EokitServer:
                     idempotentHint=spec.effect == "read",
                     openWorldHint=False,
                 ),
-                _meta={"eokit/effect": spec.effect},
+                # job_cancel writes no file but changes state: not "read" for a careful client.
+                _meta={"eokit/effect": "control" if spec.name in _CONTROL_TOOLS else spec.effect},
             ))
         return out
 
