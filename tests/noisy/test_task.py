@@ -58,6 +58,29 @@ def test_kms_store_is_updated_checkpointed_and_resumed(tmp_path: Path) -> None:
     assert resumed.store.steps.tolist() == [4] * 6  # continued, not restarted
 
 
+def test_memory_mapped_store_trains_and_resumes_from_the_checkpoint(tmp_path: Path) -> None:
+    data = tiles()
+    task = make_task(data, store_dir=str(tmp_path / "posterior"))
+    fit_noisy(task, data, data, tmp_path, max_epochs=1, batch_size=3)
+    assert task.store is not None
+    on_disk = np.load(tmp_path / "posterior" / "params.npy", mmap_mode="r")
+    assert on_disk.shape == (6, 2, 32, 32)
+    np.testing.assert_array_equal(on_disk, task.store.params.numpy())  # the file is the store
+    assert not np.all(on_disk[:, 0] == -5.0)  # the E-step wrote into the mapped file
+    resumed = make_task(data, store_dir=str(tmp_path / "posterior2"))
+    fit_noisy(resumed, data, data, tmp_path, max_epochs=2, batch_size=3, resume=True)
+    assert resumed.store is not None and resumed.store.steps.tolist() == [4] * 6
+
+
+def test_store_stays_on_the_host_in_float32_when_the_model_moves() -> None:
+    data = tiles()
+    task = make_task(data).to(torch.float64).to("meta")
+    assert task.store is not None
+    assert next(task.model.parameters()).device.type == "meta"
+    assert task.store.params.device.type == "cpu" and task.store.params.dtype == torch.float32
+    assert task.store.steps.device.type == "cpu"
+
+
 def test_resume_with_another_training_set_refused(tmp_path: Path) -> None:
     data = tiles()
     fit_noisy(make_task(data), data, data, tmp_path, max_epochs=1, batch_size=3)

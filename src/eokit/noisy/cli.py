@@ -70,11 +70,14 @@ def corrupt(root: Path, out_dir: Path, level: str, misregister_px: int, pattern:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of weights, tiles and order.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints/last.ckpt.")
+@click.option("--store-on-disk", is_flag=True,
+              help="Memory-map the per-image posterior in OUT/posterior (24 bytes per training "
+                   "pixel) instead of holding it in memory.")
 @click.pass_context
 def fit(ctx: click.Context, root: Path | None, out_dir: Path, labels_dir: Path | None,
         simulate: int, loss: str, epochs: int, tile: int, batch_size: int, rho: float,
         lr: float, estep: int, encoder: str, no_pretrained: bool, pattern: str, seed: int,
-        resume: bool) -> None:
+        resume: bool, store_on_disk: bool) -> None:
     """Train on ROOT's images with noisy labels; writes model, label-error maps and a report."""
     from eokit.core.train import parse_trainer_overrides
     from eokit.noisy.kms import check_rho
@@ -86,7 +89,7 @@ def fit(ctx: click.Context, root: Path | None, out_dir: Path, labels_dir: Path |
                          tile=tile, batch_size=batch_size, rho=rho, lr=lr, estep=estep,
                          encoder=encoder, pretrained=not no_pretrained, pattern=pattern,
                          seed=seed, resume=resume, simulate=simulate,
-                         trainer_overrides=overrides)
+                         store_on_disk=store_on_disk, trainer_overrides=overrides)
     _print(summary)
 
 

@@ -141,7 +141,7 @@ def fit_folder(root: str | Path | None, out_dir: str | Path, *,
                pretrained: bool | str = True, num_classes: int = 2,
                pattern: str = "", val_fraction: float = 0.15, seed: int = 0,
                resume: bool = False, simulate: int = 0, error_maps: int = 4,
-               report: bool = True, progress: bool = False,
+               report: bool = True, progress: bool = False, store_on_disk: bool = False,
                trainer_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a segmentation model on (noisy) labels and save it with label-error maps.
 
@@ -169,6 +169,8 @@ def fit_folder(root: str | Path | None, out_dir: str | Path, *,
         error_maps: Label-error maps written (first training tiles).
         report: Write ``report.html``.
         progress: Progress bar.
+        store_on_disk: Memory-map the posterior store in ``out_dir/posterior`` (training sets
+            whose per-pixel posterior does not fit in memory: 24 bytes per training pixel).
         trainer_overrides: ``--trainer.*`` options.
 
     Returns:
@@ -200,7 +202,8 @@ def fit_folder(root: str | Path | None, out_dir: str | Path, *,
     task = NoisySegTask(num_classes, in_chans=int(tiles[0].image.shape[0]), encoder=encoder,
                         pretrained=pretrained, loss=loss, num_images=len(train),
                         tile_shape=train.shape, fingerprint=fingerprint, rho=rho, lr=lr,
-                        estep=estep, frozen_bn=pretrained is not False)
+                        estep=estep, frozen_bn=pretrained is not False,
+                        store_dir=str(Path(out_dir) / "posterior") if store_on_disk else None)
     out = Path(out_dir)
     fit_noisy(task, train, val, out, max_epochs=epochs, batch_size=batch_size, seed=seed,
               resume=resume, progress=progress, trainer_overrides=trainer_overrides)

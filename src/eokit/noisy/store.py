@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -58,12 +60,20 @@ class PosteriorStore(nn.Module):
     buffer: the Lightning checkpoint holds it and resume restores it. Augmented batches read the
     parameters through :func:`apply_op` and write them back through :func:`invert_op`.
 
+    The store stays on the CPU in float32 whatever device or dtype the model is moved to (the
+    E-step is a per-image loop; a large store would not fit in accelerator memory anyway). With
+    ``storage_dir`` the three per-pixel arrays are memory-mapped ``.npy`` files there, so a
+    training set larger than RAM only keeps the pages of the current batches resident; the
+    checkpoint still holds a full copy, so resume works the same way.
+
     Args:
         num_images: Training images.
         shape: (H, W) of every training tile.
         m_init: Initial posterior mean (published: -5).
         g_init: Initial posterior standard deviation (published: softplus(1)).
         fingerprint: Identifier of the training set (:func:`dataset_fingerprint`).
+        storage_dir: Folder for memory-mapped arrays (None: in memory). Existing files there
+            are overwritten with the initial state; resume restores the checkpoint's copy.
     """
 
     params: Tensor
@@ -73,7 +83,8 @@ class PosteriorStore(nn.Module):
     fingerprint: Tensor
 
     def __init__(self, num_images: int, shape: tuple[int, int], *, m_init: float = -5.0,
-                 g_init: float = SOFTPLUS_ONE, fingerprint: str = "") -> None:
+                 g_init: float = SOFTPLUS_ONE, fingerprint: str = "",
+                 storage_dir: str | Path | None = None) -> None:
         super().__init__()
         if num_images < 1:
             raise InputError("the training set is empty", parameter="images")
@@ -81,15 +92,35 @@ class PosteriorStore(nn.Module):
             raise InputError(f"must be > 0, got {g_init}", parameter="g_init")
         h, w = shape
         g_raw = g_init + math.log(-math.expm1(-g_init))  # softplus^-1
-        params = torch.empty(num_images, 2, h, w)
+        shape4 = (num_images, 2, h, w)
+        self.storage_dir = None if storage_dir is None else Path(storage_dir)
+        params, exp_avg, exp_avg_sq = (self._array(name, shape4)
+                                       for name in ("params", "exp_avg", "exp_avg_sq"))
         params[:, 0] = m_init
         params[:, 1] = g_raw
         self.register_buffer("params", params)
-        self.register_buffer("exp_avg", torch.zeros_like(params))
-        self.register_buffer("exp_avg_sq", torch.zeros_like(params))
+        self.register_buffer("exp_avg", exp_avg)
+        self.register_buffer("exp_avg_sq", exp_avg_sq)
         self.register_buffer("steps", torch.zeros(num_images, dtype=torch.int64))
         self.register_buffer("fingerprint", _encode(fingerprint))
         self.shape = (h, w)
+
+    def _array(self, name: str, shape: tuple[int, ...]) -> Tensor:
+        if self.storage_dir is None:
+            return torch.zeros(shape)
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        path = self.storage_dir / f"{name}.npy"
+        try:
+            array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        except OSError as exc:
+            raise InputError(f"cannot create the memory-mapped posterior store: {exc.strerror}",
+                             path=path) from None
+        return torch.from_numpy(array)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> PosteriorStore:
+        # Model moves (.to(device), .half(), Lightning's device placement) leave the store on
+        # the CPU in float32: it is read and written per image by the E-step on the host.
+        return self
 
     def fingerprint_text(self) -> str:
         """The stored training-set fingerprint."""

@@ -59,6 +59,7 @@ class NoisySegTask(BaseTask):
         scheduler: ``"cosine"`` or None.
         warmup_steps: Warm-up steps.
         frozen_bn: Freeze the encoder's BatchNorm (see :class:`UNet`).
+        store_dir: Memory-map the posterior store in this folder (None: in memory).
     """
 
     def __init__(self, num_classes: int = 2, *, in_chans: int = 3,
@@ -69,7 +70,8 @@ class NoisySegTask(BaseTask):
                  estep: int = 10, estep_lr: float = 0.1, augment: bool = True,
                  smoothing: float = 0.1, gce_q: float = 0.7, lr: float = 1e-3,
                  weight_decay: float = 0.0, scheduler: str | None = None,
-                 warmup_steps: int = 0, frozen_bn: bool = False) -> None:
+                 warmup_steps: int = 0, frozen_bn: bool = False,
+                 store_dir: str | None = None) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, scheduler=scheduler,
                          warmup_steps=warmup_steps)
         if loss not in LOSSES:
@@ -98,7 +100,7 @@ class NoisySegTask(BaseTask):
                 raise InputError("the kms loss needs num_images and tile_shape of the training "
                                  "set", parameter="num_images")
             self.store = PosteriorStore(num_images, shape, m_init=m_init,
-                                        fingerprint=fingerprint)
+                                        fingerprint=fingerprint, storage_dir=store_dir)
         self._val_cm = ConfusionMatrix(num_classes)
         self._noise = torch.Generator().manual_seed(0)
 
