@@ -39,6 +39,15 @@ def _block_counts(n_blocks: int, fractions: Sequence[float]) -> list[int]:
     return counts
 
 
+def split_counts(n_items: int, fractions: Sequence[float]) -> list[int]:
+    """Items per split for ``fractions`` of ``n_items``, by largest remainder.
+
+    Every non-zero fraction gets at least one item (callers check that ``n_items`` is at least
+    the number of non-zero fractions). Shared by the block split here and by image-level splits.
+    """
+    return _block_counts(n_items, fractions)
+
+
 def spatial_block_split(
     height: int,
     width: int,
