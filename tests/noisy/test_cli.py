@@ -85,6 +85,21 @@ def test_predict_streams_to_class_cog_on_the_input_grid(trained: Path, tmp_path:
     assert np.array_equal(prob.argmax(0), classes)
 
 
+def test_predict_scales_uint16_reflectance_as_training_did(trained: Path, tmp_path: Path) -> None:
+    from eokit.noisy.pipeline import predict_image
+
+    rng = np.random.default_rng(1)
+    byte = rng.integers(0, 255, (3, 64, 64), dtype=np.uint8)
+    # the same 0-1 values as uint8 (/255) and as uint16 reflectance (/10000, as fit reads them)
+    word = np.round(byte.astype(np.float64) / 255 * 10000).astype(np.uint16)
+    a = predict_image(trained / "fit", write_test_geotiff(tmp_path / "b.tif", byte),
+                      tmp_path / "a", tile=64, overlap=0)
+    b = predict_image(trained / "fit", write_test_geotiff(tmp_path / "w.tif", word),
+                      tmp_path / "b", tile=64, overlap=0)
+    with rasterio.open(a["probability"]) as pa, rasterio.open(b["probability"]) as pb:
+        np.testing.assert_allclose(pa.read(), pb.read(), atol=1e-3)
+
+
 def test_evaluate_reports_dataset_level_iou(trained: Path, xbd_folder: Path,
                                             capsys: Any) -> None:
     code, out, err = _run(["noisy", "evaluate", str(trained / "fit"), str(xbd_folder)], capsys)

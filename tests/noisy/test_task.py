@@ -52,6 +52,7 @@ def test_kms_store_is_updated_checkpointed_and_resumed(tmp_path: Path) -> None:
     assert task.store.steps.tolist() == [2] * 6  # every tile visited once, 2 E-steps each
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     torch.testing.assert_close(state["state_dict"]["store.params"], task.store.params)
+    assert torch.equal(state["noise_generator"], task._noise.get_state())  # the draw stream
     resumed = make_task(data)
     fit_noisy(resumed, data, data, tmp_path, max_epochs=2, batch_size=3, resume=True)
     assert resumed.store is not None
@@ -70,6 +71,13 @@ def test_memory_mapped_store_trains_and_resumes_from_the_checkpoint(tmp_path: Pa
     resumed = make_task(data, store_dir=str(tmp_path / "posterior2"))
     fit_noisy(resumed, data, data, tmp_path, max_epochs=2, batch_size=3, resume=True)
     assert resumed.store is not None and resumed.store.steps.tolist() == [4] * 6
+
+
+def test_seed_sets_the_augmentation_and_noise_stream() -> None:
+    data = tiles()
+    batch = {"image": torch.rand(8, 3, 32, 32), "mask": torch.zeros(8, 32, 32, dtype=torch.long)}
+    ops = [make_task(data, seed=s)._augment(batch)[2] for s in (0, 0, 1)]
+    assert ops[0] == ops[1] and ops[0] != ops[2]
 
 
 def test_store_stays_on_the_host_in_float32_when_the_model_moves() -> None:

@@ -43,7 +43,7 @@ def check_rho(rho: float, name: str = "rho") -> float:
     """Return ``rho`` as float, refusing values outside [0, 1) (the KMS matrix is singular at 1)."""
     value = float(rho)
     if not (0.0 <= value < 1.0) or math.isnan(value):
-        raise InputError(f"{name} must lie in [0, 1), got {rho}", parameter=name)
+        raise InputError(f"must lie in [0, 1), got {rho}", parameter=name)
     return value
 
 

@@ -203,7 +203,8 @@ def fit_folder(root: str | Path | None, out_dir: str | Path, *,
                         pretrained=pretrained, loss=loss, num_images=len(train),
                         tile_shape=train.shape, fingerprint=fingerprint, rho=rho, lr=lr,
                         estep=estep, frozen_bn=pretrained is not False,
-                        store_dir=str(Path(out_dir) / "posterior") if store_on_disk else None)
+                        store_dir=str(Path(out_dir) / "posterior") if store_on_disk else None,
+                        seed=seed)
     out = Path(out_dir)
     fit_noisy(task, train, val, out, max_epochs=epochs, batch_size=batch_size, seed=seed,
               resume=resume, progress=progress, trainer_overrides=trainer_overrides)
@@ -332,7 +333,10 @@ def predict_image(model_dir: str | Path, image: str | Path, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = config["class_names"]
-    scale = 255.0 if _is_uint8(image) else 1.0
+    scale = _input_scale(image)
+    if count > config["in_chans"]:
+        logger.warning("%s has %d bands; the model uses the first %d", image, count,
+                       config["in_chans"])
 
     def preprocess(arrays: list[np.ndarray]) -> list[torch.Tensor]:
         data = arrays[0][: config["in_chans"]].astype(np.float32) / scale
@@ -374,11 +378,13 @@ def predict_image(model_dir: str | Path, image: str | Path, out_dir: str | Path,
             "area_unit": unit}
 
 
-def _is_uint8(path: str | Path) -> bool:
+def _input_scale(path: str | Path) -> float:
+    """Divisor to 0-1 values, as training read the images (see ``data._to_unit``)."""
     import rasterio
 
     with rasterio.open(path) as src:
-        return bool(src.dtypes[0] == "uint8")
+        dtype = src.dtypes[0]
+    return {"uint8": 255.0, "uint16": 10000.0}.get(dtype, 1.0)
 
 
 def evaluate_folder(model_dir: str | Path, root: str | Path, *, pattern: str = "",

@@ -60,6 +60,8 @@ class NoisySegTask(BaseTask):
         warmup_steps: Warm-up steps.
         frozen_bn: Freeze the encoder's BatchNorm (see :class:`UNet`).
         store_dir: Memory-map the posterior store in this folder (None: in memory).
+        seed: Seed of the augmentation and posterior-noise draws (offset by the rank under
+            DDP; the stream's state is saved in checkpoints).
     """
 
     def __init__(self, num_classes: int = 2, *, in_chans: int = 3,
@@ -71,7 +73,7 @@ class NoisySegTask(BaseTask):
                  smoothing: float = 0.1, gce_q: float = 0.7, lr: float = 1e-3,
                  weight_decay: float = 0.0, scheduler: str | None = None,
                  warmup_steps: int = 0, frozen_bn: bool = False,
-                 store_dir: str | None = None) -> None:
+                 store_dir: str | None = None, seed: int = 0) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, scheduler=scheduler,
                          warmup_steps=warmup_steps)
         if loss not in LOSSES:
@@ -102,14 +104,28 @@ class NoisySegTask(BaseTask):
             self.store = PosteriorStore(num_images, shape, m_init=m_init,
                                         fingerprint=fingerprint, storage_dir=store_dir)
         self._val_cm = ConfusionMatrix(num_classes)
-        self._noise = torch.Generator().manual_seed(0)
+        self.seed = int(seed)
+        self._noise = torch.Generator().manual_seed(self.seed)
 
     def forward(self, image: Tensor) -> Tensor:
         """(B, C, H, W) 0-1 image -> (B, K, H, W) logits."""
         return self.model(image)  # type: ignore[no-any-return]
 
+    def setup(self, stage: str) -> None:
+        """Give every DDP rank its own draw stream."""
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            self._noise.manual_seed(self.seed + 1_000_003 * trainer.global_rank)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the draw stream, so a resumed run continues it."""
+        checkpoint["noise_generator"] = self._noise.get_state()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint whose posterior store belongs to another training set."""
+        state = checkpoint.get("noise_generator")
+        if state is not None and (self._trainer is None or self._trainer.world_size <= 1):
+            self._noise.set_state(state)
         if self.store is None:
             return
         stored = checkpoint.get("state_dict", {}).get("store.fingerprint")
