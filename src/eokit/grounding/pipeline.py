@@ -1,0 +1,379 @@
+"""Grounding model files, training on simulated scenes, and detect/ground on GeoTIFFs of any size.
+
+A model folder holds ``model.safetensors`` (detector and MB-ORES head) and ``model.json``
+(class vocabulary, text encoder, widths, input scaling). Scenes larger than one window are
+processed in overlapping windows: boxes that touch a window's inner edge are dropped (the
+neighbouring window sees the whole object, as long as objects are smaller than the overlap),
+and the rest are merged with per-class NMS across windows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from eokit.core.errors import InputError
+from eokit.grounding.boxes import batched_nms
+from eokit.grounding.detector import TextConditionedDetector, decode_detections, proposals
+from eokit.grounding.mbores import MBORESHead
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GroundingModel", "detect_image", "fit_simulated", "ground_image", "load_model"]
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "model.json"
+#: Proposals kept per image for the grounding head.
+NUM_PROPOSALS = 16
+
+
+class GroundingModel:
+    """Detector + MB-ORES head + the text encoder's cache, with the vocabulary they learnt.
+
+    Args:
+        detector: The text-conditioned detector.
+        head: The MB-ORES head.
+        text: :class:`eokit.grounding.train.TextCache` of the text encoder.
+        class_names: Training vocabulary (open-set: other names may be asked for).
+        config: Everything needed to rebuild the modules (``model.json``).
+    """
+
+    def __init__(self, detector: TextConditionedDetector, head: MBORESHead, text: Any,
+                 class_names: Sequence[str], config: dict[str, Any]) -> None:
+        self.detector, self.head, self.text = detector.eval(), head.eval(), text
+        self.class_names = list(class_names)
+        self.config = config
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``model.safetensors`` and ``model.json`` into ``out_dir`` (atomically)."""
+        from eokit.core.raster import atomic_write
+        from eokit.core.train import save_weights
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        bundle = torch.nn.ModuleDict({"detector": self.detector, "head": self.head})
+        save_weights(bundle, out / MODEL_FILE, metadata={"config": json.dumps(self.config)})
+        with atomic_write(out / CONFIG_FILE) as tmp:
+            Path(tmp).write_text(json.dumps(self.config, indent=2) + "\n")
+        return out / MODEL_FILE
+
+    def vocabulary_similarity(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """For each requested name, the closest training class and its cosine similarity."""
+        asked = self.text.classes(names)
+        known = self.text.classes(self.class_names)
+        sim = torch.nn.functional.normalize(asked, dim=-1) @ torch.nn.functional.normalize(
+            known, dim=-1).T
+        best, idx = sim.max(1)
+        return {n: {"closest": self.class_names[int(i)], "similarity": round(float(b), 3)}
+                for n, b, i in zip(names, best, idx, strict=True)}
+
+
+def _build(config: dict[str, Any], text: Any, pretrained: bool | str = False
+           ) -> tuple[TextConditionedDetector, MBORESHead]:
+    detector = TextConditionedDetector(encoder=config["encoder"], pretrained=pretrained,
+                                       in_chans=config["in_chans"], text_dim=text.dim,
+                                       dim=config["dim"], frozen_bn=config.get("frozen_bn", False))
+    head = MBORESHead(detector.dim, text.dim, dim=config["head_dim"],
+                      branch_layers=config["branch_layers"],
+                      reasoner_layers=config["reasoner_layers"],
+                      multi_branch=config.get("multi_branch", True),
+                      selection=config.get("selection", "soft"))
+    return detector, head
+
+
+def _text_cache(name: str) -> Any:
+    from eokit.core.encoders import build_text_encoder
+    from eokit.grounding.train import TextCache
+
+    return TextCache(build_text_encoder(name))
+
+
+def load_model(model_dir: str | Path, *, text: Any = None) -> GroundingModel:
+    """Load a model folder written by :meth:`GroundingModel.save`."""
+    from eokit.core.train import load_weights
+
+    folder = Path(model_dir)
+    if not (folder / CONFIG_FILE).is_file():
+        raise InputError(f"no {CONFIG_FILE} here: not a grounding model folder", path=folder)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    text = _text_cache(config["text_encoder"]) if text is None else text
+    detector, head = _build(config, text)
+    load_weights(torch.nn.ModuleDict({"detector": detector, "head": head}), folder / MODEL_FILE)
+    return GroundingModel(detector, head, text, config["class_names"], config)
+
+
+def fit_simulated(out_dir: str | Path, *, scenes: int = 200, size: int = 128, seed: int = 0,
+                  det_epochs: int = 12, head_epochs: int = 30, pretrained: bool | str = True,
+                  encoder: str = "efficientnet_lite0", text_encoder: str = "minilm_l6",
+                  expression_mix: str = "mixed", dim: int = 128, head_dim: int = 128,
+                  branch_layers: int = 2, reasoner_layers: int = 2,
+                  text: Any = None) -> dict[str, Any]:
+    """Train detector and head on simulated object scenes and save the model folder.
+
+    Returns:
+        Summary: model path, training seconds and losses, and test metrics on held-out
+        simulated scenes (one scene in six).
+    """
+    from eokit.core.synth.objects import OBJECT_CLASSES, ObjectDomain, generate_object_dataset
+    from eokit.grounding.metrics import detection_map, grounding_metrics
+    from eokit.grounding.train import (
+        build_nodes,
+        detect,
+        fit_detector,
+        fit_grounder,
+        predict_grounding,
+        scene_samples,
+    )
+
+    if scenes < 6:
+        raise InputError(f"need at least 6 scenes, got {scenes}", parameter="scenes")
+    if size % 32:
+        raise InputError(f"must be a multiple of 32, got {size}", parameter="size")
+    text = _text_cache(text_encoder) if text is None else text
+    torch.manual_seed(seed)
+    data = scene_samples(generate_object_dataset(scenes, size, seed=seed,
+                                                 domain=ObjectDomain(expression_mix=expression_mix),
+                                                 n_expressions=4))
+    n_test = max(1, scenes // 6)
+    train, test = data[:-n_test], data[-n_test:]
+    names = list(OBJECT_CLASSES)
+    config = {"encoder": encoder, "in_chans": 3, "dim": dim, "head_dim": head_dim,
+              "branch_layers": branch_layers, "reasoner_layers": reasoner_layers,
+              "text_encoder": text_encoder, "class_names": names, "train_size": size,
+              "frozen_bn": pretrained is not False, "reflectance_white": 0.3,
+              "multi_branch": True, "selection": "soft"}
+    detector, head = _build(config, text, pretrained)
+    det_fit = fit_detector(detector, train, names, text, epochs=det_epochs, seed=seed)
+    emb = text.classes(names)
+    _, train_props = detect(detector, train, names, text)
+    dets, test_props = detect(detector, test, names, text)
+    head_fit = fit_grounder(head, train, build_nodes(train_props, emb, (size, size)), text,
+                            epochs=head_epochs, seed=seed)
+    pred = predict_grounding(head, test, build_nodes(test_props, emb, (size, size)), text)
+    vocab = {n: i for i, n in enumerate(names)}
+    gt = [{"boxes": torch.as_tensor(s.boxes), "labels": torch.tensor([vocab[n] for n in s.labels])}
+          for s in test]
+    model = GroundingModel(detector, head, text, names, config)
+    path = model.save(out_dir)
+    return {"model": str(path), "detector_fit": det_fit, "head_fit": head_fit,
+            "test_grounding": grounding_metrics(pred["boxes"], pred["targets"]),
+            "test_detection": detection_map(dets, gt), "test_scenes": n_test}
+
+
+# --------------------------------------------------------------------------------------------
+# Inference on rasters
+# --------------------------------------------------------------------------------------------
+
+
+def _encoder_input(data: np.ndarray, config: dict[str, Any], path: Path) -> np.ndarray:
+    """Raster values -> 0-1 encoder input, as the model was trained."""
+    bands = int(config["in_chans"])
+    if data.shape[0] != bands:
+        raise InputError(f"has {data.shape[0]} bands; the model takes {bands}", path=path)
+    if data.dtype == np.uint8:
+        return data.astype(np.float32) / 255.0
+    values = data.astype(np.float32)
+    if data.dtype == np.uint16:
+        values = values / 10000.0
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise InputError("has no valid pixel", path=path)
+    if float(np.nanpercentile(finite, 99)) > 2.0:
+        raise InputError("values above reflectance 2: give 8-bit images or reflectance 0-1",
+                         path=path)
+    return np.clip(np.nan_to_num(values) / float(config.get("reflectance_white", 0.3)), 0, 1)
+
+
+def _windows(height: int, width: int, tile: int, overlap: int
+             ) -> Iterator[tuple[int, int, int, int]]:
+    """(row, col, h, w) windows covering the scene; the last ones end at the scene edge."""
+    step = tile - overlap
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        count = math.ceil((n - tile) / step) + 1
+        return sorted({min(i * step, n - tile) for i in range(count)})
+
+    for r in starts(height):
+        for c in starts(width):
+            yield r, c, min(tile, height - r), min(tile, width - c)
+
+
+def _pad32(x: Tensor) -> Tensor:
+    h, w = x.shape[-2:]
+    return torch.nn.functional.pad(x, (0, (-w) % 32, 0, (-h) % 32))
+
+
+@torch.no_grad()
+def _scene_outputs(model: GroundingModel, image: np.ndarray, emb: Tensor, *, tile: int,
+                   overlap: int, score_threshold: float, num_proposals: int
+                   ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Detections and proposals of a whole scene, merged across windows (scene pixels)."""
+    if overlap >= tile or tile % 32:
+        raise InputError(f"need a tile that is a multiple of 32 and overlap < tile, got tile "
+                         f"{tile}, overlap {overlap}", parameter="tile")
+    height, width = image.shape[-2:]
+    det_parts: list[dict[str, Tensor]] = []
+    prop_parts: list[dict[str, Tensor]] = []
+    windows = list(_windows(height, width, tile, overlap))
+    for n, (r, c, h, w) in enumerate(windows):
+        x = _pad32(torch.from_numpy(np.ascontiguousarray(image[:, r:r + h, c:c + w]))[None])
+        out = model.detector(x, emb)
+        det = decode_detections(out, (h, w), model.detector.stride,
+                                score_threshold=score_threshold)[0]
+        prop = proposals(out, (h, w), model.detector.stride, num=num_proposals)
+        prop = {k: v[0][prop["mask"][0]] for k, v in prop.items()}
+        offset = torch.tensor([c, r, c, r], dtype=torch.float32)
+        edge = 2.0
+        for part, store in ((det, det_parts), (prop, prop_parts)):
+            boxes = part["boxes"] + offset
+            inner = torch.zeros(len(boxes), dtype=torch.bool)
+            if c > 0:
+                inner |= part["boxes"][:, 0] <= edge
+            if r > 0:
+                inner |= part["boxes"][:, 1] <= edge
+            if c + w < width:
+                inner |= part["boxes"][:, 2] >= w - edge
+            if r + h < height:
+                inner |= part["boxes"][:, 3] >= h - edge
+            keep = ~inner
+            store.append({**{k: v[keep] for k, v in part.items() if k != "boxes"},
+                          "boxes": boxes[keep]})
+        if len(windows) > 4 and (n + 1) % max(1, len(windows) // 10) == 0:
+            logger.info("window %d/%d", n + 1, len(windows))
+
+    def merge(parts: list[dict[str, Tensor]], by_label: bool, limit: int | None) -> dict[str, Tensor]:
+        merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        labels = merged["labels"] if by_label else torch.zeros_like(merged["labels"])
+        order = batched_nms(merged["boxes"], merged["scores"], labels, 0.5)
+        if limit is not None:
+            order = order[:limit]
+        return {k: v[order] for k, v in merged.items()}
+
+    return merge(det_parts, True, None), merge(prop_parts, False, num_proposals)
+
+
+def _read(model: GroundingModel, image_path: str | Path) -> tuple[np.ndarray, Any]:
+    from eokit.core.raster import read_image
+
+    raster = read_image(image_path)
+    return _encoder_input(raster.data, model.config, Path(image_path)), raster.grid
+
+
+def _box_feature(grid: Any, box: Sequence[float], properties: dict[str, Any]) -> dict[str, Any]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+    if grid.crs is not None:
+        t = grid.transform
+        corners = [tuple(t @ (c, r)) for c, r in corners]
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [corners]},
+            "properties": properties}
+
+
+def _map_box(grid: Any, box: Sequence[float]) -> list[float] | None:
+    if grid.crs is None:
+        return None
+    t = grid.transform
+    xa, ya = t @ (float(box[0]), float(box[1]))
+    xb, yb = t @ (float(box[2]), float(box[3]))
+    return [round(min(xa, xb), 3), round(min(ya, yb), 3), round(max(xa, xb), 3),
+            round(max(ya, yb), 3)]
+
+
+def _check_classes(names: Sequence[str] | None, model: GroundingModel) -> list[str]:
+    if names is None:
+        return list(model.class_names)
+    clean = [n.strip() for n in names]
+    if not clean or any(not n for n in clean):
+        raise InputError("class names must be non-empty", parameter="classes")
+    if len(set(clean)) != len(clean):
+        raise InputError("class names must be unique", parameter="classes")
+    return clean
+
+
+def detect_image(model: GroundingModel, image_path: str | Path, out_path: str | Path, *,
+                 classes: Sequence[str] | None = None, tile: int = 512, overlap: int = 128,
+                 score_threshold: float = 0.3, far_similarity: float = 0.6) -> dict[str, Any]:
+    """Detect objects of the named classes in a scene of any size; writes GeoJSON.
+
+    Returns:
+        Output path, counts per class, and for every requested name the closest training
+        class with its similarity (a warning is logged below ``far_similarity``).
+    """
+    from eokit.core.raster import write_geojson
+
+    names = _check_classes(classes, model)
+    similarity = model.vocabulary_similarity(names)
+    for name, s in similarity.items():
+        if s["similarity"] < far_similarity:
+            logger.warning("class %r is far from every training class (closest %r, cosine "
+                           "%.2f): its detections are unreliable", name, s["closest"],
+                           s["similarity"])
+    image, grid = _read(model, image_path)
+    emb = model.text.classes(names)
+    dets, _ = _scene_outputs(model, image, emb, tile=tile, overlap=overlap,
+                             score_threshold=score_threshold, num_proposals=NUM_PROPOSALS)
+    features = [_box_feature(grid, box.tolist(), {"class": names[int(k)],
+                                                  "score": round(float(s), 4),
+                                                  "box_px": [round(float(v), 1) for v in box]})
+                for box, s, k in zip(dets["boxes"], dets["scores"], dets["labels"], strict=True)]
+    frame = None if grid.crs is not None else "image pixels: x = column, y = row, origin top-left"
+    path = write_geojson(out_path, features, grid.crs, frame=frame)
+    counts = {n: int((dets["labels"] == i).sum()) for i, n in enumerate(names)}
+    return {"geojson": str(path), "detections": len(features), "per_class": counts,
+            "vocabulary_similarity": similarity}
+
+
+def ground_image(model: GroundingModel, image_path: str | Path, expression: str,
+                 out_path: str | Path, *, tile: int = 512, overlap: int = 128,
+                 top: int = 5) -> dict[str, Any]:
+    """Locate the one object ``expression`` describes; writes it as a GeoJSON polygon.
+
+    Returns:
+        The box in pixels and in map coordinates (None for plain images), its probability,
+        the ``top`` proposals with their probabilities, and the GeoJSON path.
+    """
+    from eokit.core.raster import write_geojson
+
+    text = " ".join(str(expression).split())
+    if not text:
+        raise InputError("the expression is empty", parameter="expression")
+    image, grid = _read(model, image_path)
+    emb = model.text.classes(model.class_names)
+    _, props = _scene_outputs(model, image, emb, tile=tile, overlap=overlap,
+                              score_threshold=0.05, num_proposals=NUM_PROPOSALS)
+    if not len(props["boxes"]):
+        raise InputError("no object proposal found in the image", path=Path(image_path))
+    h, w = image.shape[-2:]
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    probs = props["class_probs"]
+    nodes = {"features": props["features"][None],
+             "class_embed": ((probs / probs.sum(-1, keepdim=True).clamp(min=1e-6)) @ emb)[None],
+             "boxes": (props["boxes"] / scale)[None],
+             "mask": torch.ones(1, len(props["boxes"]), dtype=torch.bool)}
+    tokens, token_mask = model.text.tokens([text])  # warns when truncated to the encoder's limit
+    with torch.no_grad():
+        out = model.head(nodes, tokens, token_mask)
+    box = (out["box"][0] * scale).tolist()
+    p = out["probs"][0]
+    order = p.argsort(descending=True)[:top]
+    ranked = [{"box_px": [round(float(v), 1) for v in props["boxes"][i]],
+               "probability": round(float(p[i]), 4),
+               "class": model.class_names[int(props["labels"][i])]} for i in order]
+    feature = _box_feature(grid, box, {"expression": text,
+                                       "probability": round(float(p.max()), 4)})
+    frame = None if grid.crs is not None else "image pixels: x = column, y = row, origin top-left"
+    path = write_geojson(out_path, [feature], grid.crs, frame=frame)
+    return {"expression": text, "box_px": [round(v, 1) for v in box],
+            "box_map": _map_box(grid, box), "crs": None if grid.crs is None else str(grid.crs),
+            "probability": round(float(p.max()), 4), "top_proposals": ranked,
+            "geojson": str(path)}

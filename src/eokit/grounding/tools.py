@@ -1,0 +1,67 @@
+"""Detection and visual-grounding operations described for the agent server."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from eokit.core.tools import InputPath, OutputPath, Range, ToolSpec
+
+
+def grounding_detect(
+    model_dir: Annotated[str, InputPath("dir")],
+    image: Annotated[str, InputPath("file")],
+    out_geojson: Annotated[str, OutputPath("file")],
+    classes: list[str] | None = None,
+    score_threshold: Annotated[float, Range(0, 1)] = 0.3,
+    tile: Annotated[int, Range(64, 4096)] = 512,
+) -> dict[str, Any]:
+    """Detect objects of the named classes in a scene of any size; boxes as GeoJSON polygons.
+
+    Args:
+        model_dir: Model folder of 'eokit grounding fit'.
+        image: Image GeoTIFF (or PNG) with the bands the model was trained on.
+        out_geojson: Output GeoJSON (boxes in lon/lat, class and score per box).
+        classes: Class names to look for (default: the training vocabulary). Names far from
+            every training class are flagged in the summary.
+        score_threshold: Lowest detection score kept.
+        tile: Window in pixels (multiple of 32).
+
+    Returns:
+        GeoJSON path, count per class, and each name's closest training class with its
+        similarity.
+    """
+    from eokit.grounding.pipeline import detect_image, load_model
+
+    return detect_image(load_model(model_dir), image, out_geojson, classes=classes,
+                        score_threshold=score_threshold, tile=tile)
+
+
+def grounding_ground(
+    model_dir: Annotated[str, InputPath("dir")],
+    image: Annotated[str, InputPath("file")],
+    expression: str,
+    out_geojson: Annotated[str, OutputPath("file")],
+    tile: Annotated[int, Range(64, 4096)] = 512,
+) -> dict[str, Any]:
+    """Locate the one object a referring expression describes ("the ship nearest the bridge").
+
+    Args:
+        model_dir: Model folder of 'eokit grounding fit'.
+        image: Image GeoTIFF (or PNG).
+        expression: The referring expression.
+        out_geojson: Output GeoJSON with the answer box as a polygon.
+        tile: Window in pixels (multiple of 32).
+
+    Returns:
+        The box in pixels and in map coordinates (with the CRS), its probability and the top
+        proposals with their probabilities.
+    """
+    from eokit.grounding.pipeline import ground_image, load_model
+
+    return ground_image(load_model(model_dir), image, expression, out_geojson, tile=tile)
+
+
+TOOLS: list[ToolSpec] = [
+    ToolSpec("grounding_detect", grounding_detect, effect="write"),
+    ToolSpec("grounding_ground", grounding_ground, effect="write"),
+]
