@@ -456,14 +456,19 @@ def main(argv: list[str] | None = None) -> None:
         f"{exp['maths_elbo_grad']:.2f} (ELBO+grad), {exp['maths_sample_kms']:.2f} (draw), "
         f"{exp['maths_estep']:.2f} (E-step); target ~1 (0.9-1.1) {verdict(exp)}; on the "
         f"fastest repeats {verdict(exp_min)}")
+    estep_rows = [m for m in maths if "estep_ns_per_pixel" in m]
+    estep_rise = len(estep_rows) > 1 and (estep_rows[-1]["estep_ns_per_pixel"]
+                                          > 1.1 * estep_rows[-2]["estep_ns_per_pixel"])
+    also = (f" (here also in the E-step alone from {estep_rows[-2]['size']}^2 to "
+            f"{estep_rows[-1]['size']}^2)" if estep_rise else "")
     if exp.get("maths_elbo_grad_top2") is not None:
         notes.append(
             f"per pixel the ELBO+gradient costs {maths[0]['elbo_grad_ns_per_pixel']:.0f} to "
             f"{maths[-1]['elbo_grad_ns_per_pixel']:.0f} ns from {maths[0]['size']}^2 to "
             f"{maths[-1]['size']}^2 (exponent over the two largest fields "
-            f"{exp['maths_elbo_grad_top2']:.2f}); a rise in ns/pixel between sizes (here also "
-            "in the E-step alone from 512^2 to 1024^2) is the working set outgrowing the CPU "
-            "caches, not a super-linear algorithm: no N x N matrix is formed, every operator is "
+            f"{exp['maths_elbo_grad_top2']:.2f}); a rise in ns/pixel between sizes{also} is "
+            "the working set outgrowing the CPU caches, not a super-linear algorithm: no N x N "
+            "matrix is formed, every operator is "
             "a 3-point stencil per axis; the single-field timings are also noisier than the "
             "paired step timings")
     notes.append(
