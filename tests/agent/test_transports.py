@@ -1,4 +1,4 @@
-"""``eokit agent serve`` as a separate process, driven by the MCP SDK's client over stdio and HTTP."""
+"""``eokit agent serve`` as a separate process, driven by the MCP SDK client (stdio and HTTP)."""
 
 import json
 

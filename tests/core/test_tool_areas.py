@@ -52,12 +52,11 @@ def test_plain_image_needs_a_pixel_size(tmp_path):
 
 def test_class_names_come_from_the_gdal_category_sidecar(tmp_path):
     import rasterio
-
-    from eokit.core.raster import write_raster
-    from eokit.core.tools import class_areas_m2, raster_class_names
     from affine import Affine
     from rasterio.crs import CRS
 
+    from eokit.core.raster import write_raster
+    from eokit.core.tools import class_areas_m2, raster_class_names
     from eokit.core.types import Grid
 
     grid = Grid(crs=CRS.from_epsg(32633), transform=Affine(2.0, 0, 500000, 0, -2.0, 5000000),

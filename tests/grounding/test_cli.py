@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
 
-from eokit.cli import main
-
-
-def _run(argv: list[str], capsys: Any) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as done:
-        code = int(done.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+RunCli = Callable[[list[str]], tuple[int, str, str]]
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +47,12 @@ def test_model_folder_round_trips(model_dir: Path) -> None:
         assert torch.equal(p, q), name
 
 
-def test_ground_prints_pixel_and_map_box_and_writes_geojson(model_dir: Path, scene_tif: Path,
-                                                            tmp_path: Path, capsys: Any) -> None:
+def test_ground_prints_pixel_and_map_box_and_writes_geojson(
+        model_dir: Path, scene_tif: Path, tmp_path: Path, run_cli: RunCli) -> None:
     out = tmp_path / "answer.geojson"
-    code, stdout, err = _run(["grounding", "ground", str(model_dir), str(scene_tif),
+    code, stdout, err = run_cli(["grounding", "ground", str(model_dir), str(scene_tif),
                               "the largest white ship", "-o", str(out), "--tile", "64",
-                              "--overlap", "32"], capsys)
+                              "--overlap", "32"])
     assert code == 0, err
     summary = json.loads(stdout)
     x0, y0, x1, y1 = summary["box_px"]
@@ -82,13 +72,13 @@ def test_ground_prints_pixel_and_map_box_and_writes_geojson(model_dir: Path, sce
 
 
 def test_detect_merges_windows_and_flags_far_names(model_dir: Path, scene_tif: Path,
-                                                   tmp_path: Path, capsys: Any,
+                                                   tmp_path: Path, run_cli: RunCli,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "boxes.geojson"
-    code, stdout, err = _run(["grounding", "detect", str(model_dir), str(scene_tif), "-o",
+    code, stdout, err = run_cli(["grounding", "detect", str(model_dir), str(scene_tif), "-o",
                               str(out), "--tile", "64", "--overlap", "32",
                               "--classes", "ship,plane,volcano crater",
-                              "--score-threshold", "0.0"], capsys)
+                              "--score-threshold", "0.0"])
     assert code == 0, err
     summary = json.loads(stdout)
     assert set(summary["per_class"]) == {"ship", "plane", "volcano crater"}
@@ -124,14 +114,14 @@ def test_windows_cover_the_scene_with_the_requested_overlap(height: int, width: 
     (["detect", "{image}", "{image}", "-o", "{out}"], "not a grounding model"),
 ])
 def test_bad_input_is_one_line_exit_2(argv: list[str], message: str, model_dir: Path,
-                                      scene_tif: Path, tmp_path: Path, capsys: Any) -> None:
+                                      scene_tif: Path, tmp_path: Path, run_cli: RunCli) -> None:
     from tests.conftest import write_test_geotiff
 
     gray = tmp_path / "gray.tif"
     write_test_geotiff(gray, np.zeros((1, 64, 64), dtype=np.uint8))
     values = {"model": str(model_dir), "image": str(scene_tif), "out": str(tmp_path / "o.json"),
               "gray": str(gray)}
-    code, _, err = _run(["grounding", *[a.format(**values) for a in argv]], capsys)
+    code, _, err = run_cli(["grounding", *[a.format(**values) for a in argv]])
     assert code == 2
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], err

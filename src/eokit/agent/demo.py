@@ -75,8 +75,8 @@ def add_demo_section(report: Any, out_dir: Path, *, quick: bool, seed: int) -> N
             mid = (left + right) / 2
             zone = {"type": "Polygon", "coordinates": [[[left, bottom], [mid, bottom],
                                                         [mid, top], [left, top], [left, bottom]]]}
-            write_geojson(data / "west.geojson", [{"geometry": zone, "properties": {"name": "west"}}],
-                          crs=crs)
+            west = [{"geometry": zone, "properties": {"name": "west"}}]
+            write_geojson(data / "west.geojson", west, crs=crs)
             await ask("How many m² of new buildings are in the western half?", "geo_zonal_stats",
                       {"raster": "pair/change_type.tif", "zones": "west.geojson",
                        "categorical": True})

@@ -449,8 +449,9 @@ def geo_relate(
 
     Features sharing a projected CRS are related and measured there (planar areas, as
     geo_measure); otherwise both are reprojected to a Lambert azimuthal equal-area CRS centred on
-    the pair (metres, exact areas). The distance is the geodesic distance between the nearest points; the bearing is the
-    geodesic azimuth from B's centroid to A's, so ``a_is`` reads "A is <word> B".
+    the pair (metres, exact areas). The distance is the geodesic distance between the nearest
+    points; the bearing is the geodesic azimuth from B's centroid to A's, so ``a_is`` reads
+    "A is <word> B".
 
     Args:
         path_a: GeoJSON file of feature A.

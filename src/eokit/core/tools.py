@@ -178,8 +178,11 @@ def class_names_of(tags: dict[str, str]) -> dict[int, str]:
 
 
 def raster_class_names(src: Any, band: int = 1) -> dict[int, str]:
-    """Class id -> name of an open rasterio dataset: GDAL category names (the PAM sidecar QGIS
-    reads), then the ``class_names`` / ``CLASS_<id>`` tags."""
+    """Class id -> name of an open rasterio dataset.
+
+    GDAL category names (the PAM sidecar QGIS reads) first, then the ``class_names`` /
+    ``CLASS_<id>`` tags.
+    """
     from eokit.core.raster import read_category_names
 
     names = read_category_names(src.name, band) if isinstance(src.name, str) else {}

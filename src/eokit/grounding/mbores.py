@@ -201,6 +201,8 @@ def grounding_loss(out: dict[str, Tensor], target: Tensor, boxes: Tensor, mask: 
         target: (B, 4) normalised xyxy target boxes.
         boxes: (B, N, 4) proposal boxes (normalised).
         mask: (B, N) real proposals.
+        proposal_weight: Weight of the proposal cross-entropy.
+        positive_iou: Overlap the best proposal needs to be the proposal term's target.
     """
     from eokit.grounding.boxes import box_iou
 

@@ -251,7 +251,8 @@ def _scene_outputs(model: GroundingModel, image: np.ndarray, emb: Tensor, *, til
         if len(windows) > 4 and (n + 1) % max(1, len(windows) // 10) == 0:
             logger.info("window %d/%d", n + 1, len(windows))
 
-    def merge(parts: list[dict[str, Tensor]], by_label: bool, limit: int | None) -> dict[str, Tensor]:
+    def merge(parts: list[dict[str, Tensor]], by_label: bool,
+              limit: int | None) -> dict[str, Tensor]:
         merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         labels = merged["labels"] if by_label else torch.zeros_like(merged["labels"])
         order = batched_nms(merged["boxes"], merged["scores"], labels, 0.5)

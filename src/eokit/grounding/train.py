@@ -197,11 +197,13 @@ def fit_detector(detector: TextConditionedDetector, samples: Sequence[GroundingS
                     if torch.rand((), generator=gen) < 0.5:
                         x[j] = x[j].flip(-1)
                         bx = t["boxes"]
-                        t["boxes"] = torch.stack([w - bx[:, 2], bx[:, 1], w - bx[:, 0], bx[:, 3]], 1)
+                        t["boxes"] = torch.stack([w - bx[:, 2], bx[:, 1], w - bx[:, 0],
+                                                  bx[:, 3]], 1)
                     if torch.rand((), generator=gen) < 0.5:
                         x[j] = x[j].flip(-2)
                         bx = t["boxes"]
-                        t["boxes"] = torch.stack([bx[:, 0], h - bx[:, 3], bx[:, 2], h - bx[:, 1]], 1)
+                        t["boxes"] = torch.stack([bx[:, 0], h - bx[:, 3], bx[:, 2],
+                                                  h - bx[:, 1]], 1)
             out = detector(x, emb)
             loss = detection_loss(out, encode_targets(batch_t, len(class_names), (h, w),
                                                       detector.stride))
@@ -226,7 +228,8 @@ def fit_detector(detector: TextConditionedDetector, samples: Sequence[GroundingS
 @torch.no_grad()
 def detect(detector: TextConditionedDetector, samples: Sequence[GroundingSample],
            class_names: Sequence[str], text: TextCache, *, batch_size: int = 8,
-           score_threshold: float = 0.05) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
+           score_threshold: float = 0.05
+           ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
     """Detections and raw outputs' proposals per image (eval mode)."""
     detector.eval()
     emb = text.classes(class_names)
@@ -362,8 +365,9 @@ def _named_class(expression: str, class_names: Sequence[str], class_emb: Tensor,
 
 
 @torch.no_grad()
-def named_class_baseline(samples: Sequence[GroundingSample], detections: Sequence[dict[str, Tensor]],
-                         class_names: Sequence[str], text: TextCache) -> Tensor:
+def named_class_baseline(samples: Sequence[GroundingSample],
+                         detections: Sequence[dict[str, Tensor]], class_names: Sequence[str],
+                         text: TextCache) -> Tensor:
     """The detector's top-scoring box of the class the expression names, per pair (pixels).
 
     When the detector found no box of that class, its top box of any class; with no box at
