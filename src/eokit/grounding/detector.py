@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "PROMPT",
     "TextConditionedDetector",
+    "class_embeddings",
     "decode_detections",
     "detection_loss",
     "encode_targets",
@@ -324,5 +325,3 @@ def class_embeddings(text_encoder: Callable[[Sequence[str]], Tensor], names: Seq
     with torch.no_grad():
         return text_encoder([template.format(n.replace("_", " ")) for n in clean]).float()
 
-
-__all__ += ["class_embeddings"]

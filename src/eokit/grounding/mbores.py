@@ -19,8 +19,6 @@ the arg-max proposal (trained through the proposal term only).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -222,9 +220,3 @@ def grounding_loss(out: dict[str, Tensor], target: Tensor, boxes: Tensor, mask: 
     return {"loss": total, "l1": l1.detach(), "giou": giou.detach(), "proposal": ce.detach(),
             "recall": ok.float().mean().detach()}
 
-
-def count_parameters(module: nn.Module) -> dict[str, Any]:
-    """Trainable and total parameter counts."""
-    total = sum(p.numel() for p in module.parameters())
-    train = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return {"trainable": train, "total": total}
