@@ -316,6 +316,31 @@ def test_resume_without_checkpoint_starts_fresh(script: Path, tmp_path: Path) ->
     assert rec.steps[0] == 0 and trainer.global_step == 12
 
 
+def test_fresh_run_in_a_used_folder_sets_the_earlier_checkpoints_aside(script: Path,
+                                                                       tmp_path: Path) -> None:
+    mod = import_script(script)
+    out = tmp_path / "used"
+    mod.run(out, "resume")
+    old_names = sorted(p.name for p in (out / "checkpoints").glob("*.ckpt"))
+    # stand-in for an interruption before the new run's first save: only the earlier run's
+    # files are there when the fresh run starts, and none of them may stay in the way
+    T.set_aside_checkpoints(out)
+    assert not list((out / "checkpoints").glob("*.ckpt"))
+    kept = sorted(p.name for p in (out / "checkpoints" / "previous").glob("*.ckpt"))
+    assert kept == old_names
+    trainer, rec, task = mod.run(out, "resume", resume=False)
+    assert rec.steps[0] == 0  # started afresh
+    new = T.load_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert new["global_step"] == trainer.global_step == 12
+    # a third run in the folder (fit itself sets aside now) replaces the set-aside copy with
+    # the second run's files, and its own last.ckpt is not the second run's
+    mod.run(out, "resume", resume=False)
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    again = T.load_checkpoint(out / "checkpoints" / "previous" / "last.ckpt")
+    assert torch.equal(next(iter(again["state_dict"].values())),
+                       next(iter(new["state_dict"].values())))
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_shard_data_and_sync_gradients(script: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"

@@ -232,7 +232,11 @@ def _run_training(
 
     from eokit.change.data import resume_loader
     from eokit.change.lit import ChangeTask
-    from eokit.core.train import fit_interruptible, skipped_batches_resumed
+    from eokit.core.train import (
+        fit_interruptible,
+        set_aside_checkpoints,
+        skipped_batches_resumed,
+    )
 
     seed = int(config.get("seed", 0))
     lightning.seed_everything(seed, verbose=False)
@@ -270,6 +274,8 @@ def _run_training(
         pos_weight=pos_weight,
         placement=train_cfg.get("placement"),
     )
+    if not config.get("resume"):
+        set_aside_checkpoints(out_dir)
     trainer = _trainer(out_dir, config, overrides)
     train_loader, val_loaders = _loaders(
         train, val, batch_size=int(train_cfg.get("batch_size", 8)), seed=seed,

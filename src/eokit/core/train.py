@@ -52,6 +52,7 @@ __all__ = [
     "make_trainer",
     "parse_trainer_overrides",
     "resume_position",
+    "set_aside_checkpoints",
     "save_weights",
     "seed_everything",
 ]
@@ -65,6 +66,8 @@ TRAINER_CONTEXT_SETTINGS: dict[str, Any] = {
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+#: Subfolder of the checkpoint folder where a fresh run moves an earlier run's checkpoints.
+PREVIOUS_RUN_DIR = "previous"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -646,6 +649,43 @@ def last_checkpoint(out_dir: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def set_aside_checkpoints(out_dir: str | Path) -> Path | None:
+    """Move an earlier run's checkpoints out of the way of a fresh run in the same folder.
+
+    Without this, a run started without ``resume`` in a used folder would leave the old
+    ``last.ckpt`` (and the old best checkpoint) beside its own until its first save: an
+    interruption before that point, or a later ``--resume``, would then pick up the *earlier*
+    run. The files go to ``checkpoints/previous/`` (replacing what an even earlier run left
+    there), so nothing is lost by forgetting ``--resume`` once.
+
+    Args:
+        out_dir: Run folder.
+
+    Returns:
+        The folder the checkpoints were moved to, or None when there were none.
+    """
+    import shutil
+
+    directory = Path(out_dir) / CHECKPOINT_DIR
+    old = sorted(directory.glob("*.ckpt")) if directory.is_dir() else []
+    if not old:
+        return None
+    target = directory / PREVIOUS_RUN_DIR
+    try:
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for path in old:
+            path.replace(target / path.name)
+    except OSError as err:
+        raise InputError(f"cannot set aside the earlier run's checkpoints ({err.strerror})",
+                         path=directory) from err
+    logger.warning("%s held %d checkpoint(s) of an earlier run; moved them to %s (pass "
+                   "--resume to continue a run instead of starting afresh)",
+                   directory, len(old), target)
+    return target
+
+
 def resume_position(path: str | Path) -> tuple[int, int]:
     """(epoch, batches of it already trained) where a run resumed from ``path`` goes on.
 
@@ -797,6 +837,8 @@ def fit(
     """
     seed_everything(seed)
     kwargs = {**trainer_kwargs, **(trainer_overrides or {})}
+    if not resume:
+        set_aside_checkpoints(out_dir)
     trainer = make_trainer(out_dir, **kwargs)
     ckpt_path: Path | None = None
     if resume:
