@@ -27,7 +27,8 @@ from eokit.grounding.mbores import MBORESHead
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GroundingModel", "detect_image", "fit_simulated", "ground_image", "load_model"]
+__all__ = ["GroundingModel", "detect_array", "detect_image", "fit_records", "fit_simulated",
+           "ground_array", "ground_image", "load_model"]
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -149,7 +150,8 @@ def fit_simulated(out_dir: str | Path, *, scenes: int = 200, size: int = 128, se
               "branch_layers": branch_layers, "reasoner_layers": reasoner_layers,
               "text_encoder": text_encoder, "class_names": names, "train_size": size,
               "frozen_bn": pretrained is not False, "reflectance_white": 0.3,
-              "multi_branch": True, "selection": "soft"}
+              "multi_branch": True, "selection": "soft", "input_view": "window",
+              "head_trained": True}
     detector, head = _build(config, text, pretrained)
     det_fit = fit_detector(detector, train, names, text, epochs=det_epochs, seed=seed)
     emb = text.classes(names)
@@ -166,6 +168,98 @@ def fit_simulated(out_dir: str | Path, *, scenes: int = 200, size: int = 128, se
     return {"model": str(path), "detector_fit": det_fit, "head_fit": head_fit,
             "test_grounding": grounding_metrics(pred["boxes"], pred["targets"]),
             "test_detection": detection_map(dets, gt), "test_scenes": n_test}
+
+
+def fit_records(out_dir: str | Path, data: str | Path, fmt: str, *, size: int = 512,
+                split_dir: str | Path | None = None,
+                fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0,
+                det_epochs: int = 12, head_epochs: int = 30, pretrained: bool | str = True,
+                encoder: str = "efficientnet_lite0", text_encoder: str = "minilm_l6",
+                dim: int = 128, head_dim: int = 128, branch_layers: int = 2,
+                reasoner_layers: int = 2, batch_size: int = 8, text: Any = None
+                ) -> dict[str, Any]:
+    """Train detector and head on a records folder and save the model folder.
+
+    Images are split image-disjointly (:func:`eokit.grounding.dataset.assign_split`): with
+    ``split_dir`` that split is verified and used, otherwise a new one is written to
+    ``out_dir/split``. The model trains on ``train``; ``val`` gives the scores returned.
+    Grounding formats train on whole images resized to ``size``; detection formats on
+    ``size`` windows (their grounding head stays untrained and ``ground`` refuses them).
+
+    Returns:
+        Summary: model path, split used (file hashes), training losses, val metrics.
+    """
+    from eokit.grounding.dataset import (
+        GROUNDING_FORMATS,
+        assign_split,
+        load_images,
+        model_view,
+    )
+    from eokit.grounding.metrics import detection_map, grounding_metrics
+    from eokit.grounding.train import (
+        build_nodes,
+        detect,
+        fit_detector,
+        fit_grounder,
+        predict_grounding,
+    )
+
+    if size % 32 or size < 64:
+        raise InputError(f"must be a multiple of 32 and >= 64, got {size}", parameter="size")
+    out = Path(out_dir)
+    items = load_images(data, fmt)
+    groups, split = assign_split(items, split_dir=split_dir, out_dir=out / "split",
+                                 fractions=fractions, seed=seed)
+    if not groups.get("train"):
+        raise InputError("the split has no training image", parameter="split")
+    split.name = "train"
+    view = "resize" if fmt in GROUNDING_FORMATS else "tile"
+    train = model_view(groups["train"], size, view)
+    val = model_view(groups.get("val", []), size, view)
+    names = sorted({n for s in train for n in s.labels})
+    if not names:
+        raise InputError("the training images hold no labelled box", parameter="data")
+    logger.info("training on %d %s samples from %d images (%d classes), %d val samples",
+                len(train), view, len(groups["train"]), len(names), len(val))
+    text = _text_cache(text_encoder) if text is None else text
+    torch.manual_seed(seed)
+    config: dict[str, Any] = {
+        "encoder": encoder, "in_chans": 3, "dim": dim, "head_dim": head_dim,
+        "branch_layers": branch_layers, "reasoner_layers": reasoner_layers,
+        "text_encoder": text_encoder, "class_names": names, "train_size": size,
+        "frozen_bn": pretrained is not False, "reflectance_white": 0.3, "multi_branch": True,
+        "selection": "soft", "input_view": view if view == "resize" else "window",
+        "trained_on": {"data": str(data), "format": fmt, **split.describe()}}
+    detector, head = _build(config, text, pretrained)
+    det_fit = fit_detector(detector, train, names, text, epochs=det_epochs, seed=seed,
+                           batch_size=batch_size)
+    emb = text.classes(names)
+    with_text = [s for s in train if s.expressions]
+    head_fit: dict[str, Any] | None = None
+    if with_text:
+        _, props = detect(detector, with_text, names, text)
+        head_fit = fit_grounder(head, with_text, build_nodes(props, emb, (size, size)), text,
+                                epochs=head_epochs, seed=seed)
+    config["head_trained"] = head_fit is not None
+    model = GroundingModel(detector, head, text, names, config)
+    path = model.save(out)
+    scores: dict[str, Any] = {}
+    if val:
+        vocab = {n: i for i, n in enumerate(names)}
+        dets, props = detect(detector, val, names, text)
+        gt = [{"boxes": torch.as_tensor(s.boxes).reshape(-1, 4),
+               "labels": torch.tensor([vocab.get(n, len(vocab)) for n in s.labels])}
+              for s in val]
+        scores["val_detection"] = detection_map(dets, gt, max_detections=300)
+        val_text = [(s, p) for s, p in zip(val, props, strict=True) if s.expressions]
+        if head_fit is not None and val_text:
+            vs = [s for s, _ in val_text]
+            pred = predict_grounding(head, vs, build_nodes([p for _, p in val_text], emb,
+                                                           (size, size)), text)
+            scores["val_grounding"] = grounding_metrics(pred["boxes"], pred["targets"])
+    return {"model": str(path), "split": split.describe(),
+            "train_samples": len(train), "classes": names, "detector_fit": det_fit,
+            "head_fit": head_fit, **scores}
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,14 +395,101 @@ def _check_classes(names: Sequence[str] | None, model: GroundingModel) -> list[s
     return clean
 
 
+def _view(model: GroundingModel, image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image as the model sees it, and the factor from scene pixels to view pixels.
+
+    Models trained on whole images (``input_view: resize``) see the image with its longer side
+    scaled to the training size; others see it at full resolution, window by window.
+    """
+    if model.config.get("input_view") != "resize":
+        return image, 1.0
+    from eokit.grounding.dataset import ImageItem, resize_item
+
+    item = ImageItem(Path("."), np.zeros((0, 4), np.float32), [])
+    sample, scale = resize_item(item, int(model.config["train_size"]), pixels=image)
+    return sample.image, scale
+
+
+def detect_array(model: GroundingModel, image: np.ndarray, names: Sequence[str], *,
+                 tile: int = 512, overlap: int = 128, score_threshold: float = 0.3
+                 ) -> dict[str, Tensor]:
+    """Detections (scene pixels) of the named classes in a (C, H, W) 0-1 image."""
+    view, scale = _view(model, image)
+    if scale != 1.0:
+        tile = max(tile, int(model.config["train_size"]))
+    emb = model.text.classes(list(names))
+    dets, _ = _scene_outputs(model, view, emb, tile=tile, overlap=overlap,
+                             score_threshold=score_threshold, num_proposals=NUM_PROPOSALS)
+    h, w = image.shape[-2:]
+    dets["boxes"] = (dets["boxes"] / scale).clamp(min=0)
+    dets["boxes"] = torch.minimum(dets["boxes"], torch.tensor([w, h, w, h], dtype=torch.float32))
+    return dets
+
+
+def _check_expression(expression: str) -> str:
+    text = " ".join(str(expression).split())
+    if not text:
+        raise InputError("the expression is empty", parameter="expression")
+    return text
+
+
+def ground_array(model: GroundingModel, image: np.ndarray, expressions: Sequence[str], *,
+                 tile: int = 512, overlap: int = 128) -> dict[str, Any]:
+    """Answer boxes (scene pixels) of several expressions on one (C, H, W) 0-1 image.
+
+    Returns:
+        ``boxes`` (E, 4), ``probs`` (E, P) over the ``proposals`` (``boxes`` (P, 4) scene
+        pixels, ``labels`` (P,)), and the expressions as used (whitespace collapsed).
+
+    Raises:
+        InputError: an empty expression, a model whose grounding head learnt no expression,
+            or an image without any proposal.
+    """
+    texts = [_check_expression(e) for e in expressions]
+    if not model.config.get("head_trained", True):
+        raise InputError("this model was trained on detection data only (no referring "
+                         "expressions): its grounding head is untrained", parameter="model")
+    view, scale = _view(model, image)
+    if scale != 1.0:
+        tile = max(tile, int(model.config["train_size"]))
+    emb = model.text.classes(model.class_names)
+    _, props = _scene_outputs(model, view, emb, tile=tile, overlap=overlap,
+                              score_threshold=0.05, num_proposals=NUM_PROPOSALS)
+    if not len(props["boxes"]):
+        raise InputError("no object proposal found in the image", parameter="image")
+    h, w = view.shape[-2:]
+    norm = torch.tensor([w, h, w, h], dtype=torch.float32)
+    probs = props["class_probs"]
+    count = len(texts)
+    nodes = {"features": props["features"][None].expand(count, -1, -1),
+             "class_embed": ((probs / probs.sum(-1, keepdim=True).clamp(min=1e-6))
+                             @ emb)[None].expand(count, -1, -1),
+             "boxes": (props["boxes"] / norm)[None].expand(count, -1, -1),
+             "mask": torch.ones(count, len(props["boxes"]), dtype=torch.bool)}
+    tokens, token_mask = model.text.tokens(texts)  # the encoder warns when it truncates
+    with torch.no_grad():
+        out = model.head(nodes, tokens, token_mask)
+    bound = torch.tensor([image.shape[-1], image.shape[-2]] * 2, dtype=torch.float32)
+    answer = torch.minimum((out["box"] * norm / scale).clamp(min=0), bound)
+    return {"boxes": answer, "probs": out["probs"],
+            "proposals": {"boxes": props["boxes"] / scale, "labels": props["labels"]},
+            "expressions": texts}
+
+
 def detect_image(model: GroundingModel, image_path: str | Path, out_path: str | Path, *,
                  classes: Sequence[str] | None = None, tile: int = 512, overlap: int = 128,
-                 score_threshold: float = 0.3, far_similarity: float = 0.6) -> dict[str, Any]:
+                 score_threshold: float = 0.3, far_similarity: float = 0.6,
+                 report_path: str | Path | None = None) -> dict[str, Any]:
     """Detect objects of the named classes in a scene of any size; writes GeoJSON.
+
+    Class names outside the training vocabulary are allowed (open set); a name whose text
+    embedding is far from every training class (cosine below ``far_similarity``) is logged as
+    unreliable.
 
     Returns:
         Output path, counts per class, and for every requested name the closest training
-        class with its similarity (a warning is logged below ``far_similarity``).
+        class with its similarity; ``report`` when ``report_path`` is given (HTML with the
+        boxes drawn and the counts).
     """
     from eokit.core.raster import write_geojson
 
@@ -320,9 +501,8 @@ def detect_image(model: GroundingModel, image_path: str | Path, out_path: str | 
                            "%.2f): its detections are unreliable", name, s["closest"],
                            s["similarity"])
     image, grid = _read(model, image_path)
-    emb = model.text.classes(names)
-    dets, _ = _scene_outputs(model, image, emb, tile=tile, overlap=overlap,
-                             score_threshold=score_threshold, num_proposals=NUM_PROPOSALS)
+    dets = detect_array(model, image, names, tile=tile, overlap=overlap,
+                        score_threshold=score_threshold)
     features = [_box_feature(grid, box.tolist(), {"class": names[int(k)],
                                                   "score": round(float(s), 4),
                                                   "box_px": [round(float(v), 1) for v in box]})
@@ -330,42 +510,36 @@ def detect_image(model: GroundingModel, image_path: str | Path, out_path: str | 
     frame = None if grid.crs is not None else "image pixels: x = column, y = row, origin top-left"
     path = write_geojson(out_path, features, grid.crs, frame=frame)
     counts = {n: int((dets["labels"] == i).sum()) for i, n in enumerate(names)}
-    return {"geojson": str(path), "detections": len(features), "per_class": counts,
-            "vocabulary_similarity": similarity}
+    summary: dict[str, Any] = {"geojson": str(path), "detections": len(features),
+                               "per_class": counts, "vocabulary_similarity": similarity}
+    if report_path is not None:
+        from eokit.grounding.report import detect_report
+
+        summary["report"] = str(detect_report(image, dets, names, summary, report_path,
+                                              image_path=Path(image_path),
+                                              far_similarity=far_similarity))
+    return summary
 
 
 def ground_image(model: GroundingModel, image_path: str | Path, expression: str,
                  out_path: str | Path, *, tile: int = 512, overlap: int = 128,
-                 top: int = 5) -> dict[str, Any]:
+                 top: int = 5, report_path: str | Path | None = None) -> dict[str, Any]:
     """Locate the one object ``expression`` describes; writes it as a GeoJSON polygon.
 
     Returns:
         The box in pixels and in map coordinates (None for plain images), its probability,
-        the ``top`` proposals with their probabilities, and the GeoJSON path.
+        the ``top`` proposals with their probabilities, the GeoJSON path, and ``report`` when
+        ``report_path`` is given (HTML with the image, the answer and the top proposals).
     """
     from eokit.core.raster import write_geojson
 
-    text = " ".join(str(expression).split())
-    if not text:
-        raise InputError("the expression is empty", parameter="expression")
+    text = _check_expression(expression)
     image, grid = _read(model, image_path)
-    emb = model.text.classes(model.class_names)
-    _, props = _scene_outputs(model, image, emb, tile=tile, overlap=overlap,
-                              score_threshold=0.05, num_proposals=NUM_PROPOSALS)
-    if not len(props["boxes"]):
-        raise InputError("no object proposal found in the image", path=Path(image_path))
-    h, w = image.shape[-2:]
-    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-    probs = props["class_probs"]
-    nodes = {"features": props["features"][None],
-             "class_embed": ((probs / probs.sum(-1, keepdim=True).clamp(min=1e-6)) @ emb)[None],
-             "boxes": (props["boxes"] / scale)[None],
-             "mask": torch.ones(1, len(props["boxes"]), dtype=torch.bool)}
-    tokens, token_mask = model.text.tokens([text])  # warns when truncated to the encoder's limit
-    with torch.no_grad():
-        out = model.head(nodes, tokens, token_mask)
-    box = (out["box"][0] * scale).tolist()
-    p = out["probs"][0]
+    answer = ground_array(model, image, [text], tile=tile, overlap=overlap)
+    text = answer["expressions"][0]
+    box = answer["boxes"][0].tolist()
+    p = answer["probs"][0]
+    props = answer["proposals"]
     order = p.argsort(descending=True)[:top]
     ranked = [{"box_px": [round(float(v), 1) for v in props["boxes"][i]],
                "probability": round(float(p[i]), 4),
@@ -374,7 +548,15 @@ def ground_image(model: GroundingModel, image_path: str | Path, expression: str,
                                        "probability": round(float(p.max()), 4)})
     frame = None if grid.crs is not None else "image pixels: x = column, y = row, origin top-left"
     path = write_geojson(out_path, [feature], grid.crs, frame=frame)
-    return {"expression": text, "box_px": [round(v, 1) for v in box],
-            "box_map": _map_box(grid, box), "crs": None if grid.crs is None else str(grid.crs),
-            "probability": round(float(p.max()), 4), "top_proposals": ranked,
-            "geojson": str(path)}
+    summary: dict[str, Any] = {
+        "expression": text, "box_px": [round(v, 1) for v in box],
+        "box_map": _map_box(grid, box), "crs": None if grid.crs is None else str(grid.crs),
+        "probability": round(float(p.max()), 4), "top_proposals": ranked,
+        "geojson": str(path)}
+    if report_path is not None:
+        from eokit.grounding.report import ground_report
+
+        summary["report"] = str(ground_report(image, summary, report_path,
+                                              image_path=Path(image_path),
+                                              feature=json.loads(Path(path).read_text())))
+    return summary
