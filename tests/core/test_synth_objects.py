@@ -111,3 +111,45 @@ def test_domain_checks_and_written_files(tmp_path):
     scene = generate_object_scene(64, seed=2)
     paths = write_object_scene(scene, tmp_path / "scene")
     assert all(p.exists() for p in paths.values())
+
+
+def _matching(scene, words):
+    """Objects a noun phrase ("large white ship") describes, found without the grammar's code."""
+    phrase = " ".join(words)
+    name = next(c for c in sorted(OBJECT_CLASSES, key=len, reverse=True)
+                if phrase == c or phrase.endswith(" " + c))
+    adjectives = phrase[: len(phrase) - len(name)].split()
+    return [i for i, o in enumerate(scene.objects) if o.class_name == name
+            and all(a in (o.colour, o.size) for a in adjectives)]
+
+
+def test_expressions_single_out_their_target_by_brute_force():
+    # an independent reading of the non-relational expressions: count the objects that fit the
+    # words, sort them by area or by centre coordinate, and check the target is the only answer
+    ordinals = {"first": 0, "second": 1, "third": 2}
+    checked = 0
+    for scene in generate_object_dataset(12, size=112, seed=7, n_expressions=8):
+        for ref in scene.expressions:
+            words = ref.text.split()
+            if ref.kind == "attribute":
+                assert _matching(scene, words[1:]) == [ref.target], ref.text
+            elif ref.kind == "superlative":
+                members = _matching(scene, words[2:])
+                areas = [scene.objects[i].area for i in members]
+                best = max(areas) if words[1] == "largest" else min(areas)
+                assert len(members) >= 2 and areas.count(best) == 1, ref.text
+                assert members[areas.index(best)] == ref.target, ref.text
+            elif ref.kind == "ordinal":
+                side = words[-1]
+                members = _matching(scene, words[2:-3])
+                axis = 0 if side in ("left", "right") else 1
+                coords = [scene.objects[i].centre[axis] for i in members]
+                order = sorted(range(len(members)), key=lambda k: coords[k],
+                               reverse=side in ("right", "bottom"))
+                rank = ordinals[words[1]]
+                assert members[order[rank]] == ref.target, ref.text
+                assert len(set(coords)) == len(coords), ref.text  # no tie along the axis
+            else:
+                continue
+            checked += 1
+    assert checked >= 30

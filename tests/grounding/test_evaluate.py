@@ -250,3 +250,19 @@ def test_evaluate_bad_input(trained: Path, scenes: Path, tmp_path: Path,
         code, _, err = run_cli([*base, *argv])
         assert code == 2 and message in one_line(err), err
     assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+def test_open_set_names_are_allowed_and_far_ones_warn(trained: Path, scenes: Path,
+                                                      tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from eokit.grounding.pipeline import detect_image, load_model
+
+    with caplog.at_level(logging.WARNING):
+        summary = detect_image(load_model(trained), scenes / "scene0" / "image.tif",
+                               tmp_path / "d.geojson", classes=["boat", "volcano crater"],
+                               score_threshold=0.0)
+    assert set(summary["per_class"]) == {"boat", "volcano crater"}  # unseen names are searched
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("'volcano crater' is far" in w for w in warned)
+    assert not any("'boat'" in w for w in warned)  # close to "ship": no warning
+    assert summary["vocabulary_similarity"]["boat"]["closest"] == "ship"
