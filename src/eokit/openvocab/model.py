@@ -518,7 +518,7 @@ class OpenVocabSegmenter(nn.Module):
                 aux["bp_pred"] = projection
                 aux["bp_target"] = encoded.guidance.detach()
         skips = encoded.skips
-        if self.stem is not None:
+        if self.stem is not None and not skips:
             raise RuntimeError("stem skips need the image: call forward")
         logits = self.decoder(x.reshape(b * k, -1, h, w), skips, k)
         out = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
