@@ -147,8 +147,8 @@ def build_encoders(config: Mapping[str, Any], *, pretrained: bool = True
     Keys: ``encoder`` (``efficientnet_lite0``... or ``open_clip``), ``in_chans``,
     ``clip_model``/``clip_weights``/``clip_config`` (open_clip), ``text_encoder``
     (``minilm_l6``), ``guidance_encoder`` (``none`` or ``sam``) with ``sam_variant``/
-    ``sam_checkpoint``/``sam_config``. ``pretrained=False`` builds random weights (tests; the
-    MiniLM tokenizer is still the real one).
+    ``sam_checkpoint``/``sam_config``. ``pretrained=False`` builds random image (and
+    open_clip) weights for tests; the catalogue text encoder is always the pretrained one.
     """
     from eokit.core.encoders import build_image_encoder, build_open_clip, build_text_encoder
 
@@ -170,8 +170,9 @@ def build_encoders(config: Mapping[str, Any], *, pretrained: bool = True
         image_encoder = build_image_encoder(kind, pretrained=pretrained,
                                             in_chans=int(config.get("in_chans", 3)),
                                             frozen_bn=not config.get("train_encoder", False))
-        text_encoder = build_text_encoder(str(config.get("text_encoder", "minilm_l6")),
-                                          pretrained=pretrained)
+        # the locked text tower always comes from the catalogue (it ships with eokit), so a
+        # model built with random image weights still reloads with the same class embeddings
+        text_encoder = build_text_encoder(str(config.get("text_encoder", "minilm_l6")))
         text_encoder.requires_grad_(False)
     text_encoder.eval()
     guidance: nn.Module | None = None

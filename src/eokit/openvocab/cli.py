@@ -105,7 +105,11 @@ def fit(ctx: click.Context, root: Path | None, out_dir: Path, simulate: int, lay
     if sam_checkpoint is not None:
         enc.update(guidance_encoder="sam", sam_checkpoint=str(sam_checkpoint),
                    sam_variant=sam_variant)
-    overrides = parse_trainer_overrides(ctx.args)
+    extra = list(ctx.args)
+    if root is not None and str(root).startswith("--"):  # click gave a trainer option as ROOT
+        extra.insert(0, str(root))
+        root = None
+    overrides = parse_trainer_overrides(extra)
     _print(fit_run(out_dir, root=root, layout=layout, simulate=simulate, split=split,
                    size_px=size_px, tile=tile, epochs=epochs, batch_size=batch_size, lr=lr,
                    encoder=enc, model_size=model_size, seed=seed, resume=resume,
