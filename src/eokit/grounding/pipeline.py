@@ -27,7 +27,8 @@ from eokit.grounding.mbores import MBORESHead
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GroundingModel", "detect_array", "detect_image", "fit_records", "fit_simulated",
+__all__ = ["GroundingModel", "detect_array", "detect_image", "fit_items", "fit_records",
+           "fit_simulated",
            "ground_array", "ground_image", "load_model"]
 
 MODEL_FILE = "model.safetensors"
@@ -173,11 +174,7 @@ def fit_simulated(out_dir: str | Path, *, scenes: int = 200, size: int = 128, se
 def fit_records(out_dir: str | Path, data: str | Path, fmt: str, *, size: int = 512,
                 split_dir: str | Path | None = None,
                 fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0,
-                det_epochs: int = 12, head_epochs: int = 30, pretrained: bool | str = True,
-                encoder: str = "efficientnet_lite0", text_encoder: str = "minilm_l6",
-                dim: int = 128, head_dim: int = 128, branch_layers: int = 2,
-                reasoner_layers: int = 2, batch_size: int = 8, text: Any = None
-                ) -> dict[str, Any]:
+                **options: Any) -> dict[str, Any]:
     """Train detector and head on a records folder and save the model folder.
 
     Images are split image-disjointly (:func:`eokit.grounding.dataset.assign_split`): with
@@ -185,24 +182,12 @@ def fit_records(out_dir: str | Path, data: str | Path, fmt: str, *, size: int = 
     ``out_dir/split``. The model trains on ``train``; ``val`` gives the scores returned.
     Grounding formats train on whole images resized to ``size``; detection formats on
     ``size`` windows (their grounding head stays untrained and ``ground`` refuses them).
+    ``options`` go to :func:`fit_items`.
 
     Returns:
         Summary: model path, split used (file hashes), training losses, val metrics.
     """
-    from eokit.grounding.dataset import (
-        GROUNDING_FORMATS,
-        assign_split,
-        load_images,
-        model_view,
-    )
-    from eokit.grounding.metrics import detection_map, grounding_metrics
-    from eokit.grounding.train import (
-        build_nodes,
-        detect,
-        fit_detector,
-        fit_grounder,
-        predict_grounding,
-    )
+    from eokit.grounding.dataset import GROUNDING_FORMATS, assign_split, load_images
 
     if size % 32 or size < 64:
         raise InputError(f"must be a multiple of 32 and >= 64, got {size}", parameter="size")
@@ -214,13 +199,61 @@ def fit_records(out_dir: str | Path, data: str | Path, fmt: str, *, size: int = 
         raise InputError("the split has no training image", parameter="split")
     split.name = "train"
     view = "resize" if fmt in GROUNDING_FORMATS else "tile"
-    train = model_view(groups["train"], size, view)
-    val = model_view(groups.get("val", []), size, view)
+    summary = fit_items(out, groups["train"], groups.get("val", []), size=size, view=view,
+                        seed=seed, trained_on={"data": str(data), "format": fmt,
+                                               **split.describe()}, **options)
+    return {"model": summary.pop("model"), "split": split.describe(), **summary}
+
+
+def fit_items(out_dir: str | Path, train_items: Sequence[Any], val_items: Sequence[Any] = (),
+              *, size: int = 512, view: str = "resize", seed: int = 0, det_epochs: int = 12,
+              head_epochs: int = 30, pretrained: bool | str = True,
+              encoder: str = "efficientnet_lite0", text_encoder: str = "minilm_l6",
+              dim: int = 128, head_dim: int = 128, branch_layers: int = 2,
+              reasoner_layers: int = 2, batch_size: int = 8, max_detections: int = 300,
+              trained_on: dict[str, Any] | None = None, text: Any = None) -> dict[str, Any]:
+    """Train on :class:`eokit.grounding.dataset.ImageItem` lists and save the model folder.
+
+    Args:
+        out_dir: Model folder.
+        train_items: Training images.
+        val_items: Images scored after training (boxes and expressions as trained).
+        size: Training image side (multiple of 32).
+        view: ``"resize"`` (whole images) or ``"tile"`` (``size`` windows).
+        seed: Seed of weights and order.
+        det_epochs: Detector epochs.
+        head_epochs: Grounding-head epochs (only when the images hold expressions).
+        pretrained: ImageNet encoder weights (catalogue) or a weights file.
+        encoder: Image encoder name.
+        text_encoder: Text encoder name.
+        dim: Detector width.
+        head_dim: Head width.
+        branch_layers: Cross-attention layers per branch.
+        reasoner_layers: Object-reasoner layers.
+        batch_size: Detector batch size.
+        max_detections: COCO ``maxDets`` of the val mAP.
+        trained_on: Description of the data, stored in ``model.json``.
+        text: A :class:`eokit.grounding.train.TextCache` to reuse.
+    """
+    from eokit.grounding.dataset import model_view
+    from eokit.grounding.metrics import detection_map, grounding_metrics
+    from eokit.grounding.train import (
+        build_nodes,
+        detect,
+        fit_detector,
+        fit_grounder,
+        predict_grounding,
+    )
+
+    if size % 32 or size < 64:
+        raise InputError(f"must be a multiple of 32 and >= 64, got {size}", parameter="size")
+    train = model_view(train_items, size, view)
+    val = model_view(val_items, size, view)
     names = sorted({n for s in train for n in s.labels})
     if not names:
         raise InputError("the training images hold no labelled box", parameter="data")
     logger.info("training on %d %s samples from %d images (%d classes), %d val samples",
-                len(train), view, len(groups["train"]), len(names), len(val))
+                len(train), view, len(train_items), len(names), len(val))
     text = _text_cache(text_encoder) if text is None else text
     torch.manual_seed(seed)
     config: dict[str, Any] = {
@@ -228,8 +261,8 @@ def fit_records(out_dir: str | Path, data: str | Path, fmt: str, *, size: int = 
         "branch_layers": branch_layers, "reasoner_layers": reasoner_layers,
         "text_encoder": text_encoder, "class_names": names, "train_size": size,
         "frozen_bn": pretrained is not False, "reflectance_white": 0.3, "multi_branch": True,
-        "selection": "soft", "input_view": view if view == "resize" else "window",
-        "trained_on": {"data": str(data), "format": fmt, **split.describe()}}
+        "selection": "soft", "input_view": "resize" if view == "resize" else "window",
+        "trained_on": trained_on or {}}
     detector, head = _build(config, text, pretrained)
     det_fit = fit_detector(detector, train, names, text, epochs=det_epochs, seed=seed,
                            batch_size=batch_size)
@@ -242,7 +275,7 @@ def fit_records(out_dir: str | Path, data: str | Path, fmt: str, *, size: int = 
                                 epochs=head_epochs, seed=seed)
     config["head_trained"] = head_fit is not None
     model = GroundingModel(detector, head, text, names, config)
-    path = model.save(out)
+    path = model.save(out_dir)
     scores: dict[str, Any] = {}
     if val:
         vocab = {n: i for i, n in enumerate(names)}
@@ -250,16 +283,15 @@ def fit_records(out_dir: str | Path, data: str | Path, fmt: str, *, size: int = 
         gt = [{"boxes": torch.as_tensor(s.boxes).reshape(-1, 4),
                "labels": torch.tensor([vocab.get(n, len(vocab)) for n in s.labels])}
               for s in val]
-        scores["val_detection"] = detection_map(dets, gt, max_detections=300)
+        scores["val_detection"] = detection_map(dets, gt, max_detections=max_detections)
         val_text = [(s, p) for s, p in zip(val, props, strict=True) if s.expressions]
         if head_fit is not None and val_text:
             vs = [s for s, _ in val_text]
             pred = predict_grounding(head, vs, build_nodes([p for _, p in val_text], emb,
                                                            (size, size)), text)
             scores["val_grounding"] = grounding_metrics(pred["boxes"], pred["targets"])
-    return {"model": str(path), "split": split.describe(),
-            "train_samples": len(train), "classes": names, "detector_fit": det_fit,
-            "head_fit": head_fit, **scores}
+    return {"model": str(path), "train_samples": len(train), "classes": names,
+            "detector_fit": det_fit, "head_fit": head_fit, **scores}
 
 
 # --------------------------------------------------------------------------------------------
