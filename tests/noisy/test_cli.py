@@ -145,3 +145,27 @@ def test_rho_outside_unit_interval_refused(xbd_folder: Path, tmp_path: Path,
                          "--rho", "1.0"], capsys)
     assert code == 2 and "--rho" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_simulate_writes_a_folder_corrupt_reads(tmp_path: Path, capsys: Any) -> None:
+    from eokit.noisy.data import find_pairs, simulated_buildings
+
+    code, out, _ = _run(["noisy", "simulate", "-o", str(tmp_path / "bld"), "--scenes", "2",
+                         "--size", "96", "--seed", "3"], capsys)
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["files"] == 2 and 0.0 < summary["building_fraction"] < 1.0
+    pairs = find_pairs(tmp_path / "bld")
+    expected = {t.key: t for t in simulated_buildings(2, 96, seed=3)}
+    assert sorted(key for key, _, _ in pairs) == sorted(expected)
+    for key, image_path, label_path in pairs:
+        with rasterio.open(label_path) as src:
+            mask = src.read(1)
+            assert src.crs == expected[key].grid.crs
+        assert set(np.unique(mask)) <= {0, 255}
+        np.testing.assert_array_equal(mask == 255, expected[key].clean.astype(bool))
+        with rasterio.open(image_path) as src:
+            assert src.count == 3 and src.dtypes[0] == "uint8"
+    code, out, _ = _run(["noisy", "corrupt", str(tmp_path / "bld"), "-o",
+                         str(tmp_path / "noisy"), "--level", "L2"], capsys)
+    assert code == 0 and json.loads(out)["files"] == 2

@@ -40,6 +40,23 @@ def corrupt(root: Path, out_dir: Path, level: str, misregister_px: int, pattern:
                           pattern=pattern))
 
 
+@noisy.command()
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
+            help="Output folder (images/<name>.tif and masks/<name>.tif).")
+@click.option("--scenes", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Number of simulated scenes (each holds buildings).")
+@click.option("--size", type=click.IntRange(min=32), default=256, show_default=True,
+              help="Scene size in pixels.")
+@click.option("--gsd", type=click.FloatRange(min=0.1, max=30.0), default=1.5, show_default=True,
+              help="Ground sampling distance in metres.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed.")
+def simulate(out_dir: Path, scenes: int, size: int, gsd: float, seed: int) -> None:
+    """Write simulated building scenes with their clean masks, as an images/+masks/ folder."""
+    from eokit.noisy.pipeline import simulate_folder
+
+    _print(simulate_folder(out_dir, scenes, size, seed=seed, gsd_m=gsd))
+
+
 @noisy.command(context_settings=TRAINER_CONTEXT_SETTINGS)
 @click.argument("root", type=click.Path(path_type=Path), required=False)
 @out_option("out_dir", type=click.Path(path_type=Path), required=True,
