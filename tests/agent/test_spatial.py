@@ -12,6 +12,7 @@ from pyproj import Geod, Transformer
 from rasterio.transform import Affine, from_origin
 
 from eokit.agent import spatial
+from eokit.agent import tools as agent_tools
 from eokit.agent.sandbox import Sandbox
 from eokit.agent.schema import tool_schema
 from eokit.agent.server import EokitServer, all_tools
@@ -445,7 +446,7 @@ def test_server_lists_every_spatial_tool_and_calls_one(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     raster(root / "r.tif", np.ones((3, 4), np.uint8), from_origin(X0, Y0, 10, 10))
-    names = {s.name for s in spatial.TOOLS}
+    names = {s.name for s in agent_tools.TOOLS}
     specs = [s for s in all_tools() if s.name.startswith("geo_")]
     assert {s.name for s in specs} == names and len(names) == 10
     for spec in specs:

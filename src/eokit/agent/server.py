@@ -34,7 +34,7 @@ from eokit.core.tools import InputPath, OutputPath, Range, ToolSpec
 log = logging.getLogger(__name__)
 
 #: Modules whose ``TOOLS`` the agent itself adds to the capabilities' tools.
-AGENT_TOOL_MODULES: tuple[str, ...] = ("eokit.agent.spatial",)
+AGENT_TOOL_MODULES: tuple[str, ...] = ("eokit.agent.tools",)
 
 _TEXT_SUFFIXES = {".json", ".geojson", ".csv", ".txt", ".html", ".md", ".yaml", ".yml", ".xml"}
 _MAX_LINKS = 50

@@ -12,7 +12,6 @@ from eokit.core.errors import InputError
 from eokit.core.tools import (
     InputPath,
     Range,
-    ToolSpec,
     class_areas_m2,
     raster_class_names,
     raster_summary,
@@ -1025,17 +1024,16 @@ def geo_threshold_area(
     return out
 
 
-TOOLS: list[ToolSpec] = [
-    ToolSpec("geo_describe", geo_describe),
-    ToolSpec("geo_measure", geo_measure),
-    ToolSpec("geo_relate", geo_relate),
-    ToolSpec("geo_image_relation", geo_image_relation),
-    ToolSpec("geo_class_objects", geo_class_objects),
-    ToolSpec("geo_class_areas", geo_class_areas),
-    ToolSpec("geo_zonal_stats", geo_zonal_stats),
-    ToolSpec("geo_reproject", geo_reproject),
-    ToolSpec("geo_reproject_box", geo_reproject_box),
-    ToolSpec("geo_threshold_area", geo_threshold_area),
+__all__ = [
+    "MAX_PIXELS",
+    "geo_class_areas",
+    "geo_class_objects",
+    "geo_describe",
+    "geo_image_relation",
+    "geo_measure",
+    "geo_relate",
+    "geo_reproject",
+    "geo_reproject_box",
+    "geo_threshold_area",
+    "geo_zonal_stats",
 ]
-
-__all__ = ["MAX_PIXELS", "TOOLS"]
