@@ -266,3 +266,14 @@ def test_open_set_names_are_allowed_and_far_ones_warn(trained: Path, scenes: Pat
     assert any("'volcano crater' is far" in w for w in warned)
     assert not any("'boat'" in w for w in warned)  # close to "ship": no warning
     assert summary["vocabulary_similarity"]["boat"]["closest"] == "ship"
+
+
+def test_agent_evaluate_tool_is_the_evaluate_function(trained: Path, scenes: Path,
+                                                      tmp_path: Path) -> None:
+    from eokit.core.tools import ToolSpec
+    from eokit.grounding.tools import TOOLS, grounding_evaluate
+
+    assert "grounding_evaluate" in {t.name for t in TOOLS if isinstance(t, ToolSpec)}
+    result = grounding_evaluate(str(trained), str(tmp_path), str(scenes), "synth",
+                                split_dir=str(trained / "split"), split_name="val")
+    assert result["split"]["split"] == "val" and (tmp_path / "metrics.json").is_file()

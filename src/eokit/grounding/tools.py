@@ -61,7 +61,35 @@ def grounding_ground(
     return ground_image(load_model(model_dir), image, expression, out_geojson, tile=tile)
 
 
+def grounding_evaluate(
+    model_dir: Annotated[str, InputPath("dir")],
+    out_dir: Annotated[str, OutputPath("dir")],
+    data: Annotated[str, InputPath("any")],
+    data_format: str,
+    split_dir: Annotated[str, InputPath("dir")] | None = None,
+    split_name: str = "test",
+) -> dict[str, Any]:
+    """Score a grounding model on a records folder: Pr@0.5-0.9, meanIoU, cumIoU and mAP.
+
+    Args:
+        model_dir: Model folder of 'eokit grounding fit'.
+        out_dir: Folder for metrics.json and expressions.csv (one row per expression).
+        data: Records folder (COCO: the json file).
+        data_format: One of dior-rsvg, opt-rsvg, synth, dota, coco, isaid.
+        split_dir: Split folder (sha256sum files); without it every image is scored.
+        split_name: Split scored when split_dir is given.
+
+    Returns:
+        The metrics, the split used (split file and its sha256) and the output files.
+    """
+    from eokit.grounding.evaluate import evaluate_model
+
+    return evaluate_model(model_dir, out_dir, data=data, fmt=data_format, split_dir=split_dir,
+                          split_name=split_name)
+
+
 TOOLS: list[ToolSpec] = [
     ToolSpec("grounding_detect", grounding_detect, effect="write"),
     ToolSpec("grounding_ground", grounding_ground, effect="write"),
+    ToolSpec("grounding_evaluate", grounding_evaluate, effect="write"),
 ]
