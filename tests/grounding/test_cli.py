@@ -41,6 +41,7 @@ def test_model_folder_round_trips(model_dir: Path) -> None:
 
     config = json.loads((model_dir / "model.json").read_text())
     assert config["class_names"][0] == "ship" and config["text_encoder"] == "minilm_l6"
+    assert config["selection"] == "hard"  # the better answer in grounding_sim
     a, b = load_model(model_dir), load_model(model_dir)
     for (name, p), (_, q) in zip(a.detector.state_dict().items(), b.detector.state_dict().items(),
                                  strict=True):

@@ -51,11 +51,15 @@ def _classes(text: str | None) -> list[str] | None:
 @click.option("--expressions", type=click.Choice(["mixed", "attribute", "relation"]),
               default="mixed", show_default=True, help="Expression style of the scenes.")
 @click.option("--no-pretrained", is_flag=True, help="Random image-encoder initialisation.")
+@click.option("--selection", type=click.Choice(["hard", "soft"]), default="hard",
+              show_default=True,
+              help="Grounding answer: the arg-max proposal (hard) or the probability-weighted "
+                   "box (soft).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of scenes, split and weights.")
 def fit(out_dir: Path, data: Path | None, fmt: str | None, split_dir: Path | None,
         simulate: int, size: int | None, det_epochs: int, head_epochs: int, expressions: str,
-        no_pretrained: bool, seed: int) -> None:
+        no_pretrained: bool, selection: str, seed: int) -> None:
     """Train the detector and the MB-ORES head on simulated scenes or a records folder."""
     from eokit.core.errors import InputError
     from eokit.grounding.pipeline import fit_records, fit_simulated
@@ -65,13 +69,14 @@ def fit(out_dir: Path, data: Path | None, fmt: str | None, split_dir: Path | Non
             raise InputError("--format and --split need --data", parameter="data")
         _print(fit_simulated(out_dir, scenes=simulate, size=size or 128, seed=seed,
                              det_epochs=det_epochs, head_epochs=head_epochs,
-                             pretrained=not no_pretrained, expression_mix=expressions))
+                             pretrained=not no_pretrained, expression_mix=expressions,
+                             selection=selection))
         return
     if fmt is None:
         raise InputError("give the layout of --data", parameter="format")
     _print(fit_records(out_dir, data, fmt, size=size or 512, split_dir=split_dir, seed=seed,
                        det_epochs=det_epochs, head_epochs=head_epochs,
-                       pretrained=not no_pretrained))
+                       pretrained=not no_pretrained, selection=selection))
 
 
 @grounding.command()

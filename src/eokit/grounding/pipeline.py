@@ -117,8 +117,12 @@ def fit_simulated(out_dir: str | Path, *, scenes: int = 200, size: int = 128, se
                   encoder: str = "efficientnet_lite0", text_encoder: str = "minilm_l6",
                   expression_mix: str = "mixed", dim: int = 128, head_dim: int = 128,
                   branch_layers: int = 2, reasoner_layers: int = 2,
-                  text: Any = None) -> dict[str, Any]:
+                  selection: str = "hard", text: Any = None) -> dict[str, Any]:
     """Train detector and head on simulated object scenes and save the model folder.
+
+    ``selection`` is the head's answer: ``"hard"`` (the arg-max proposal, refined; the
+    default, best in ``benchmarks/results/grounding_sim.json``) or ``"soft"`` (the
+    probability-weighted box).
 
     Returns:
         Summary: model path, training seconds and losses, and test metrics on held-out
@@ -151,7 +155,7 @@ def fit_simulated(out_dir: str | Path, *, scenes: int = 200, size: int = 128, se
               "branch_layers": branch_layers, "reasoner_layers": reasoner_layers,
               "text_encoder": text_encoder, "class_names": names, "train_size": size,
               "frozen_bn": pretrained is not False, "reflectance_white": 0.3,
-              "multi_branch": True, "selection": "soft", "input_view": "window",
+              "multi_branch": True, "selection": selection, "input_view": "window",
               "head_trained": True}
     detector, head = _build(config, text, pretrained)
     det_fit = fit_detector(detector, train, names, text, epochs=det_epochs, seed=seed)
@@ -211,7 +215,8 @@ def fit_items(out_dir: str | Path, train_items: Sequence[Any], val_items: Sequen
               encoder: str = "efficientnet_lite0", text_encoder: str = "minilm_l6",
               dim: int = 128, head_dim: int = 128, branch_layers: int = 2,
               reasoner_layers: int = 2, batch_size: int = 8, max_detections: int = 300,
-              trained_on: dict[str, Any] | None = None, text: Any = None) -> dict[str, Any]:
+              selection: str = "hard", trained_on: dict[str, Any] | None = None,
+              text: Any = None) -> dict[str, Any]:
     """Train on :class:`eokit.grounding.dataset.ImageItem` lists and save the model folder.
 
     Args:
@@ -232,6 +237,7 @@ def fit_items(out_dir: str | Path, train_items: Sequence[Any], val_items: Sequen
         reasoner_layers: Object-reasoner layers.
         batch_size: Detector batch size.
         max_detections: COCO ``maxDets`` of the val mAP.
+        selection: Head answer, ``"hard"`` (arg-max proposal) or ``"soft"`` (weighted box).
         trained_on: Description of the data, stored in ``model.json``.
         text: A :class:`eokit.grounding.train.TextCache` to reuse.
     """
@@ -261,7 +267,7 @@ def fit_items(out_dir: str | Path, train_items: Sequence[Any], val_items: Sequen
         "branch_layers": branch_layers, "reasoner_layers": reasoner_layers,
         "text_encoder": text_encoder, "class_names": names, "train_size": size,
         "frozen_bn": pretrained is not False, "reflectance_white": 0.3, "multi_branch": True,
-        "selection": "soft", "input_view": "resize" if view == "resize" else "window",
+        "selection": selection, "input_view": "resize" if view == "resize" else "window",
         "trained_on": trained_on or {}}
     detector, head = _build(config, text, pretrained)
     det_fit = fit_detector(detector, train, names, text, epochs=det_epochs, seed=seed,
