@@ -171,3 +171,27 @@ def evaluate(model_dir: Path, root: Path | None, out_dir: Path | None, simulate:
                           size_px=size_px, seed=seed, out_dir=out_dir)
     result.pop("per_class", None)
     _print(result)
+
+
+@openvocab.command()
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
+            help="Output folder: scene-<i>/image.tif, label.tif and classes.json.")
+@click.option("--scenes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of scenes.")
+@click.option("--size", "size_px", type=click.IntRange(min=16), default=256, show_default=True,
+              help="Side of each scene in pixels.")
+@click.option("--classes", default=None,
+              help="Comma-separated simulator classes to draw (default: the whole vocabulary).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the first scene (scene i uses seed + i).")
+def simulate(out_dir: Path, scenes: int, size_px: int, classes: str | None, seed: int) -> None:
+    """Write simulated open-vocabulary scenes (RGB COG, label COG, legend) to try the commands."""
+    from eokit.core.synth.vocab import generate_vocab_scene, write_vocab_scene
+
+    written = []
+    for i in range(scenes):
+        scene = generate_vocab_scene(size_px, seed=seed + i,
+                                     classes=None if classes is None else classes.split(","))
+        files = write_vocab_scene(scene, out_dir / f"scene-{i:03d}")
+        written.append({k: str(v) for k, v in files.items()})
+    _print({"scenes": written})

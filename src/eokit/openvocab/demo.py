@@ -31,10 +31,10 @@ def add_demo_section(report: Any, out_dir: Path, *, quick: bool, seed: int) -> N
     start = time.perf_counter()
     out = Path(out_dir) / "openvocab"
     out.mkdir(parents=True, exist_ok=True)
-    scenes, epochs = (2, 3) if quick else (6, 10)
+    scenes, epochs = (1, 2) if quick else (4, 8)
     fit = fit_run(out / "run", simulate=scenes, size_px=128, tile=128, epochs=epochs,
                   batch_size=4, model_size="small", seed=seed,
-                  trainer_overrides={"logger": False, "enable_checkpointing": False})
+                  trainer_overrides={"logger": False})
     split = load_named_split("sim")
     scene = simulated_scenes(1, 128, seed + 7_000)[0]
     image_path = out / "scene.tif"

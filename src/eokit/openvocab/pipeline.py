@@ -353,7 +353,7 @@ def fit_run(out_dir: str | Path, *, root: str | Path | None = None, layout: str 
         train_set = TileDataset(images, labels, augment=True, seed=seed)
     task = OpenVocabTask(seg, text, bp_weight=bp_weight, lr=lr, image_size=(tile, tile))
     out = Path(out_dir)
-    overrides = {"enable_checkpointing": True, **(trainer_overrides or {})}
+    overrides = dict(trainer_overrides or {})
     fit_task(task, train_set, None, out, max_epochs=epochs, batch_size=batch_size, seed=seed,
              resume=resume, progress=progress, trainer_overrides=overrides)
     seg.eval()

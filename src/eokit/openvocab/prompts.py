@@ -126,9 +126,10 @@ class PromptBank:
         """(K, P, D) L2-normalised per-channel embeddings of the classes."""
         items = [ClassText.of(c) for c in classes]
         check_class_names([i.name for i in items])
+        every = [self.prompts(item) for item in items]
+        self._encode([s for channels in every for ch in channels for s in ch])  # one batch
         out = []
-        for item in items:
-            channels = self.prompts(item)
+        for channels in every:
             flat = [s for ch in channels for s in ch]
             vectors = self._encode(flat)
             start, rows = 0, []
