@@ -1,4 +1,4 @@
-"""Inference cost of the open-vocabulary segmenter: seconds per 1024^2 tile vs classes and rotations.
+"""Inference cost of the open-vocabulary segmenter: seconds per 1024^2 tile by classes, rotations.
 
 One forward pass (encoders + aggregation + decoder, under ``torch.inference_mode``) of a
 1024 x 1024 RGB tile, batch 1, one torch thread, the embedded encoder pair (EfficientNet-Lite0;
