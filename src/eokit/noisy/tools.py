@@ -7,6 +7,28 @@ from typing import Annotated, Any, Literal
 from eokit.core.tools import InputPath, OutputPath, Range, ToolSpec, raster_summary
 
 
+def noisy_simulate(
+    out_dir: Annotated[str, OutputPath("dir")],
+    scenes: Annotated[int, Range(1, 200)] = 4,
+    size: Annotated[int, Range(32, 2048)] = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write simulated building scenes with clean 0/255 masks (images/ + masks/ GeoTIFFs).
+
+    Args:
+        out_dir: Output folder.
+        scenes: Number of scenes; each holds buildings.
+        size: Scene size in pixels (1.5 m ground sampling distance).
+        seed: Simulator seed.
+
+    Returns:
+        The two folders, the file count and the mean building fraction.
+    """
+    from eokit.noisy.pipeline import simulate_folder
+
+    return simulate_folder(out_dir, scenes, size, seed=seed)
+
+
 def noisy_corrupt(
     root: Annotated[str, InputPath("dir")],
     out_dir: Annotated[str, OutputPath("dir")],
@@ -106,6 +128,7 @@ def noisy_evaluate(
 
 
 TOOLS: list[ToolSpec] = [
+    ToolSpec("noisy_simulate", noisy_simulate, effect="write"),
     ToolSpec("noisy_corrupt", noisy_corrupt, effect="write"),
     ToolSpec("noisy_fit", noisy_fit, effect="long"),
     ToolSpec("noisy_predict", noisy_predict, effect="write"),
