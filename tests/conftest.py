@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,6 +23,16 @@ ORIGIN = (500000.0, 5000000.0)
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, share the CPUs between the workers instead of oversubscribing them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, (cpus or 1) // max(1, int(workers))))
 
 
 def write_test_geotiff(
