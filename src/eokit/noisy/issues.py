@@ -15,6 +15,8 @@ the same number of pixels.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,58 +28,78 @@ logger = logging.getLogger(__name__)
 __all__ = ["cleanlab_issues", "flag_top", "issue_agreement"]
 
 
-def _cleanlab_filter() -> object:
+def _find_label_issues() -> Any:
     try:
-        from cleanlab.segmentation import filter as cl_filter
+        from cleanlab.filter import find_label_issues
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise InputError('cleanlab is not installed; pip install "eokit[noisy]"',
                          parameter="method") from err
-    return cl_filter
+    return find_label_issues
 
 
-def cleanlab_issues(probs: np.ndarray, labels: np.ndarray, *,
-                    ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+def cleanlab_issues(probs: np.ndarray | Sequence[np.ndarray],
+                    labels: np.ndarray | Sequence[np.ndarray], *,
+                    ignore_index: int = IGNORE_INDEX) -> Any:
     """Pixels whose label confident learning marks as an issue.
 
+    Every labelled pixel of every image is one example: the per-class confidence thresholds
+    are estimated over the whole set, so images of any size can be mixed.
+
     Args:
-        probs: (N, K, H, W) class probabilities (each pixel sums to 1).
-        labels: (N, H, W) integer labels in 0..K-1, or ``ignore_index``.
+        probs: (N, K, H, W) class probabilities, or a list of (K, H_i, W_i) arrays.
+        labels: (N, H, W) integer labels in 0..K-1 or ``ignore_index``, or a list of (H_i, W_i).
         ignore_index: Label value that is never scored (never flagged).
 
     Returns:
-        (N, H, W) boolean mask, True where the label is probably wrong.
+        Boolean masks, True where the label is probably wrong: an (N, H, W) array for array
+        input, a list of (H_i, W_i) arrays for list input.
 
     Raises:
         InputError: shapes disagree, probabilities are not probabilities, or a label is out of
             range.
     """
-    probs = np.asarray(probs, dtype=np.float32)
-    labels = np.asarray(labels)
-    if probs.ndim != 4 or labels.shape != (probs.shape[0], *probs.shape[2:]):
-        raise InputError(f"probabilities {probs.shape} and labels {labels.shape} do not match "
-                         "(N, K, H, W) and (N, H, W)", parameter="labels")
-    k = probs.shape[1]
+    stacked = isinstance(probs, np.ndarray) and isinstance(labels, np.ndarray)
+    prob_list = [np.asarray(p, dtype=np.float32) for p in probs]
+    label_list = [np.asarray(lbl) for lbl in labels]
+    if not prob_list or len(prob_list) != len(label_list):
+        raise InputError(f"{len(prob_list)} probability maps for {len(label_list)} labels",
+                         parameter="labels")
+    k = prob_list[0].shape[0] if prob_list[0].ndim == 3 else 0
     if k < 2:
-        raise InputError("needs at least two classes", parameter="probs")
-    sums = probs.sum(axis=1)
-    if not np.isfinite(probs).all() or probs.min() < 0 or np.abs(sums - 1).max() > 1e-3:
-        raise InputError("class probabilities must be finite, >= 0 and sum to 1 per pixel",
+        raise InputError("probabilities must be (K, H, W) with at least two classes",
                          parameter="probs")
-    valid = labels != ignore_index
-    bad = valid & ((labels < 0) | (labels >= k))
-    if bad.any():
-        raise InputError(f"label values {sorted(np.unique(labels[bad]).tolist())} are outside "
-                         f"0..{k - 1}", parameter="labels")
-    # cleanlab scores every pixel: ignored ones get the predicted class (never an issue there)
-    filled = np.where(valid, labels, probs.argmax(axis=1)).astype(np.int64)
-    present = np.unique(filled[valid]) if valid.any() else np.array([], dtype=np.int64)
-    if present.size < 2:
+    flat_probs, flat_labels = [], []
+    for index, (prob, label) in enumerate(zip(prob_list, label_list, strict=True)):
+        if prob.shape != (k, *label.shape):
+            raise InputError(f"image {index}: probabilities {prob.shape} and labels "
+                             f"{label.shape} do not match", parameter="labels")
+        sums = prob.sum(axis=0)
+        if not np.isfinite(prob).all() or prob.min() < 0 or np.abs(sums - 1).max() > 1e-3:
+            raise InputError(f"image {index}: class probabilities must be finite, >= 0 and "
+                             "sum to 1 per pixel", parameter="probs")
+        valid = label != ignore_index
+        bad = valid & ((label < 0) | (label >= k))
+        if bad.any():
+            raise InputError(f"image {index}: label values "
+                             f"{sorted(np.unique(label[bad]).tolist())} are outside 0..{k - 1}",
+                             parameter="labels")
+        flat_probs.append(prob[:, valid].T)
+        flat_labels.append(label[valid].astype(np.int64))
+    all_labels = np.concatenate(flat_labels)
+    flags = np.zeros(all_labels.size, dtype=bool)
+    if np.unique(all_labels).size < 2:
         logger.warning("only one class among the labels: confident learning flags nothing")
-        return np.zeros(labels.shape, dtype=bool)
-    cl_filter = _cleanlab_filter()
-    issues = cl_filter.find_label_issues(  # type: ignore[attr-defined]
-        filled, probs, n_jobs=1, verbose=False)
-    return np.asarray(issues, dtype=bool) & valid
+    else:
+        flags = np.asarray(_find_label_issues()(all_labels, np.concatenate(flat_probs),
+                                                n_jobs=1), dtype=bool)
+    masks, offset = [], 0
+    for label in label_list:
+        valid = label != ignore_index
+        mask = np.zeros(label.shape, dtype=bool)
+        mask[valid] = flags[offset:offset + int(valid.sum())]
+        offset += int(valid.sum())
+        masks.append(mask)
+    return np.stack(masks) if stacked else masks
 
 
 def flag_top(scores: np.ndarray, count: int) -> np.ndarray:
