@@ -169,3 +169,30 @@ def test_simulate_writes_a_folder_corrupt_reads(tmp_path: Path, capsys: Any) -> 
     code, out, _ = _run(["noisy", "corrupt", str(tmp_path / "bld"), "-o",
                          str(tmp_path / "noisy"), "--level", "L2"], capsys)
     assert code == 0 and json.loads(out)["files"] == 2
+
+
+def test_issues_writes_maps_that_match_the_summary(trained: Path, xbd_folder: Path,
+                                                   tmp_path: Path, capsys: Any) -> None:
+    pytest.importorskip("cleanlab")
+    out = tmp_path / "issues"
+    code, text, _ = _run(["noisy", "issues", str(trained / "fit"), str(xbd_folder), "-o",
+                          str(out), "--labels", str(trained / "noisy" / "labels")], capsys)
+    assert code == 0, text
+    summary = json.loads(text)
+    assert summary["files"] == 3 and "against_clean_labels" in summary
+    record = json.loads((out / "issues.json").read_text())
+    flagged = labelled = 0
+    for key, entry in record["per_file"].items():
+        with rasterio.open(out / "issues" / f"{key}.tif") as src:
+            data = src.read(1)
+        assert data.shape == (64, 64) and set(np.unique(data)) <= {0, 1, 255}
+        valid = data != 255
+        assert entry["flagged_fraction"] == pytest.approx(float((data[valid] == 1).mean()))
+        flagged += int((data == 1).sum())
+        labelled += int(valid.sum())
+    assert summary["flagged_fraction"] == pytest.approx(flagged / labelled)
+    agreement = summary["against_clean_labels"]
+    assert agreement["flagged"] == flagged
+    code, _, err = _run(["noisy", "issues", str(tmp_path / "nothing"), str(xbd_folder), "-o",
+                         str(tmp_path / "x")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1

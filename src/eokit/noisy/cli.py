@@ -138,3 +138,22 @@ def evaluate(model_dir: Path, root: Path, out_dir: Path | None, pattern: str) ->
     from eokit.noisy.pipeline import evaluate_folder
 
     _print(evaluate_folder(model_dir, root, pattern=pattern, out_dir=out_dir))
+
+
+@noisy.command()
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("root", type=click.Path(path_type=Path))
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
+            help="Output folder (issues/<name>.tif and issues.json).")
+@click.option("--labels", "labels_dir", type=click.Path(path_type=Path), default=None,
+              help="Check these labels (e.g. from 'eokit noisy corrupt') instead of ROOT's; "
+                   "ROOT's are then the clean reference.")
+@click.option("--pattern", default="", help="Only files whose name contains this text.")
+def issues(model_dir: Path, root: Path, out_dir: Path, labels_dir: Path | None,
+           pattern: str) -> None:
+    """Flag probable label errors of ROOT by confident learning (cleanlab) on MODEL_DIR's output."""
+    from eokit.noisy.pipeline import issues_folder
+
+    summary = issues_folder(model_dir, root, out_dir, labels_dir=labels_dir, pattern=pattern)
+    summary.pop("per_file", None)
+    _print(summary)

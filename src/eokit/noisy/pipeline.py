@@ -418,6 +418,97 @@ def predict_image(model_dir: str | Path, image: str | Path, out_dir: str | Path,
             "area_unit": unit}
 
 
+def _full_probabilities(model: Any, image: np.ndarray) -> np.ndarray:
+    """(K, H, W) probabilities of a whole image, reflect-padded to the U-Net's multiple of 32."""
+    from eokit.noisy.task import predict_array
+
+    height, width = image.shape[1:]
+    pad_h, pad_w = (-height) % 32, (-width) % 32
+    mode = "reflect" if pad_h < height and pad_w < width else "edge"
+    padded = np.pad(image, ((0, 0), (0, pad_h), (0, pad_w)), mode=mode)
+    return predict_array(model, padded)[:, :height, :width]
+
+
+def issues_folder(model_dir: str | Path, root: str | Path, out_dir: str | Path, *,
+                  labels_dir: str | Path | None = None, pattern: str = "",
+                  max_pixels: int = 50_000_000) -> dict[str, Any]:
+    """Label-issue maps of a labelled folder by confident learning on a model's probabilities.
+
+    Each image's labels (ROOT's, or ``labels_dir``'s noisy copies) are scored against the
+    trained model's probabilities; cleanlab's per-class thresholds are estimated over every
+    labelled pixel of the folder (:func:`eokit.noisy.issues.cleanlab_issues`). With
+    ``labels_dir``, ROOT's labels are the clean reference and precision/recall against the true
+    label errors are reported too. Probabilities of images the model was trained on are
+    over-confident in their labels, so fewer issues are found there than on held-out images.
+
+    Args:
+        model_dir: Run folder of ``fit``.
+        root: Labelled folder (see :func:`eokit.noisy.data.find_pairs`).
+        out_dir: Output: ``issues/<key>.tif`` (1 issue, 0 none, 255 unlabelled) and
+            ``issues.json``.
+        labels_dir: Labels to check instead of ROOT's (e.g. from ``corrupt``).
+        pattern: Only files whose name contains this text.
+        max_pixels: Refuse folders with more labelled pixels (every pixel's probabilities are
+            held in memory).
+
+    Returns:
+        ``{"issues": folder, "files": n, "flagged_fraction": ..., "per_file": {...}}``.
+    """
+    import torch
+
+    from eokit.core.metrics import jsonable
+    from eokit.core.raster import atomic_write, read_image, write_raster
+    from eokit.noisy.issues import cleanlab_issues, issue_agreement
+
+    model, config = load_model(model_dir)
+    items = _read_items(root, labels_dir=labels_dir, pattern=pattern,
+                        num_classes=config["num_classes"], clean=labels_dir is not None,
+                        simulate=0, seed=0, tile=config["tile"])
+    pixels = sum(item.label.size for item in items)
+    if pixels > max_pixels:
+        raise InputError(f"{pixels} labelled pixels exceed max_pixels={max_pixels}; "
+                         "check the folder in parts (--pattern)", parameter="max_pixels")
+    with torch.no_grad():
+        probs = [_full_probabilities(model, item.image) for item in items]
+    masks = cleanlab_issues(probs, [item.label for item in items])
+    out = Path(out_dir)
+    folder = out / "issues"
+    folder.mkdir(parents=True, exist_ok=True)
+    per_file: dict[str, Any] = {}
+    labelled = flagged = 0
+    truth_flags, truth_wrong = [], []
+    for item, mask in zip(items, masks, strict=True):
+        valid = item.label != IGNORE_INDEX
+        data = np.where(valid, mask.astype(np.uint8), 255).astype(np.uint8)
+        label_path = (Path(labels_dir) / f"{item.key}.tif") if labels_dir is not None else None
+        grid = read_image(label_path).grid if label_path is not None else item.grid
+        write_raster(folder / f"{item.key}.tif", data[None], grid, nodata=255,
+                     class_names=["label kept", "label issue"],
+                     class_colors=["#d9d9d9", "#d7301f"])
+        entry: dict[str, Any] = {"flagged_fraction": float(mask[valid].mean()) if valid.any()
+                                 else 0.0}
+        if item.clean is not None:
+            wrong = (item.label != item.clean) & valid
+            entry["true_error_fraction"] = float(wrong[valid].mean()) if valid.any() else 0.0
+            truth_flags.append(mask[valid])
+            truth_wrong.append(wrong[valid])
+        per_file[item.key] = entry
+        labelled += int(valid.sum())
+        flagged += int(mask[valid].sum())
+    summary: dict[str, Any] = {"method": "cleanlab confident learning",
+                               "issues": str(folder), "files": len(items),
+                               "flagged_fraction": flagged / labelled if labelled else 0.0,
+                               "per_file": per_file}
+    if truth_flags:
+        summary["against_clean_labels"] = issue_agreement(np.concatenate(truth_flags),
+                                                          np.concatenate(truth_wrong))
+    with atomic_write(out / "issues.json") as tmp:
+        Path(tmp).write_text(json.dumps(jsonable(summary), indent=2) + "\n")
+    logger.info("flagged %.2f %% of %d labelled pixels as label issues", 100 *
+                summary["flagged_fraction"], labelled)
+    return summary
+
+
 def _input_scale(path: str | Path) -> float:
     """Divisor to 0-1 values, as training read the images (see ``data._to_unit``)."""
     import rasterio
