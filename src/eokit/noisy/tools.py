@@ -127,10 +127,35 @@ def noisy_evaluate(
     return evaluate_folder(model_dir, root)
 
 
+def noisy_issues(
+    model_dir: Annotated[str, InputPath("dir")],
+    root: Annotated[str, InputPath("dir")],
+    out_dir: Annotated[str, OutputPath("dir")],
+    labels_dir: Annotated[str, InputPath("dir")] | None = None,
+) -> dict[str, Any]:
+    """Flag probable label errors of a labelled folder (confident learning on a model's output).
+
+    Args:
+        model_dir: Run folder of noisy_fit.
+        root: Labelled dataset folder.
+        out_dir: Output folder for issues/<name>.tif and issues.json.
+        labels_dir: Labels to check instead of root's (root's are then the clean reference).
+
+    Returns:
+        Issue folder, file count, flagged fraction (and precision/recall with clean labels).
+    """
+    from eokit.noisy.pipeline import issues_folder
+
+    summary = issues_folder(model_dir, root, out_dir, labels_dir=labels_dir)
+    summary.pop("per_file", None)
+    return summary
+
+
 TOOLS: list[ToolSpec] = [
     ToolSpec("noisy_simulate", noisy_simulate, effect="write"),
     ToolSpec("noisy_corrupt", noisy_corrupt, effect="write"),
     ToolSpec("noisy_fit", noisy_fit, effect="long"),
     ToolSpec("noisy_predict", noisy_predict, effect="write"),
     ToolSpec("noisy_evaluate", noisy_evaluate, effect="read"),
+    ToolSpec("noisy_issues", noisy_issues, effect="write"),
 ]
