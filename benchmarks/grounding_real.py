@@ -49,7 +49,7 @@ def _scale(quick: bool) -> dict[str, Any]:
     if quick:
         return {"quick": True, "seeds": 1, "size": 128, "det_epochs": 1, "pretrained": False,
                 "dim": 32, "held_out_fraction": 1 / 3}
-    return {"quick": False, "seeds": 3, "size": 256, "det_epochs": 12, "pretrained": True,
+    return {"quick": False, "seeds": 3, "size": 256, "det_epochs": 6, "pretrained": True,
             "dim": 128, "held_out_fraction": 1 / 3}
 
 
