@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     targets = _targets(summary)
     notes = [
         f"MB-ORES vs no multi-branch: {targets['mbores_minus_no_multibranch_meanIoU']:+.2f} "
-        f"meanIoU points (target +4: {'met' if targets['plus4_meanIoU_over_no_multibranch'] else 'NOT met'}).",
+        f"meanIoU points (target +4: "
+        f"{'met' if targets['plus4_meanIoU_over_no_multibranch'] else 'NOT met'}).",
         f"Relational expressions: MB-ORES meanIoU {targets['relational_meanIoU_mbores']:.1f} vs "
         f"detector top box of the named class {targets['relational_meanIoU_detector_top']:.1f}.",
         "The detector is frozen in stage 2, so its mAP after stage 2 equals the mAP before by "
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         "hundred images: this tests the mechanism, not the published DIOR-RSVG numbers "
         "(MB-ORES Pr@0.5 85.65, meanIoU 77.73).",
         "Split: per seed, simulator scenes with distinct seeds: the detector trains on the first "
-        f"{cfg['train_scenes']}, the head on the first {max(cfg['head_scenes'], cfg['train_scenes'])} "
+        f"{cfg['train_scenes']}, the head on the first "
+        f"{max(cfg['head_scenes'], cfg['train_scenes'])} "
         f"(detector frozen), the test is the next {cfg['test_scenes']}; no image is in two "
         "splits.",
     ]

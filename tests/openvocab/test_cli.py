@@ -48,7 +48,7 @@ def test_fit_predict_evaluate_round_trip_keeps_the_grid(run_dir: Path, scene_tif
     config = json.loads((run_dir / "model.json").read_text())
     seen = [c["name"] for c in config["trained_classes"]]
     assert seen == config["seen"] and not set(seen) & set(config["unseen"])
-    names = [seen[0], config["unseen"][0], "parking lot"]
+    names = [seen[0], config["unseen"][0], "swimming pool"]
     code, out, err = run_cli(["openvocab", "predict", str(run_dir), str(scene_tif), "--out",
                               str(tmp_path / "p"), "--classes", ",".join(names), "--tile", "64",
                               "--overlap", "32"])
@@ -68,9 +68,9 @@ def test_fit_predict_evaluate_round_trip_keeps_the_grid(run_dir: Path, scene_tif
     assert sum(area.values()) == pytest.approx(96 * 160 * 0.25)
     rows = {r["class"]: r for r in summary["similarity"]}
     assert rows[seen[0]]["seen"] and rows[seen[0]]["similarity"] == pytest.approx(1.0, abs=1e-4)
-    assert not rows["parking lot"]["seen"]
+    assert not rows["swimming pool"]["seen"]
     report = Path(summary["report"]).read_text()
-    assert "parking lot" in report and "m2" in report
+    assert "swimming pool" in report and "m2" in report
     code, out, err = run_cli(["openvocab", "evaluate", str(run_dir), "--simulate", "1",
                               "--size", "128", "--out", str(tmp_path / "e")])
     assert code == 0, err

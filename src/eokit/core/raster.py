@@ -410,6 +410,18 @@ def read_image(path: PathLike, *, pixel_size_m: float | None = None) -> Raster:
     return Raster(data=data, valid=valid, grid=grid, path=Path(path), band_names=None)
 
 
+def to_unit(data: np.ndarray, path: PathLike) -> np.ndarray:
+    """Image values to 0-1: uint8 / 255, uint16 / 10000 (reflectance), floats kept (<= 10)."""
+    if data.dtype == np.uint8:
+        return data.astype(np.float32) / 255.0
+    if data.dtype == np.uint16:
+        return data.astype(np.float32) / 10000.0
+    out = data.astype(np.float32)
+    if np.nanmax(out) > 10:
+        raise InputError("float image above 10: expected reflectance or 0-1 values", path=path)
+    return out
+
+
 def raster_info(path: PathLike) -> tuple[Grid, int, str]:
     """(grid, band count, dtype name) of a raster without reading pixels."""
     src = _open(path)

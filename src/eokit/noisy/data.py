@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from eokit.core.errors import InputError
-from eokit.core.raster import check_aligned, read_image
+from eokit.core.raster import check_aligned, read_image, to_unit
 from eokit.core.types import IGNORE_INDEX, Grid
 
 logger = logging.getLogger(__name__)
@@ -89,17 +89,6 @@ def find_pairs(root: str | Path, *, pattern: str = "") -> list[tuple[str, Path, 
     raise InputError(f"no image/label folders found (expected one of {known})", path=root)
 
 
-def _to_unit(data: np.ndarray, path: Path) -> np.ndarray:
-    if data.dtype == np.uint8:
-        return data.astype(np.float32) / 255.0
-    if data.dtype == np.uint16:
-        return data.astype(np.float32) / 10000.0
-    out = data.astype(np.float32)
-    if np.nanmax(out) > 10:
-        raise InputError("float image above 10: expected reflectance or 0-1 values", path=path)
-    return out
-
-
 def read_labelled_image(image_path: str | Path, label_path: str | Path, *,
                         num_classes: int = 2, label_map: Mapping[int, int] | None = None,
                         ignore_value: int = IGNORE_INDEX, bands: Sequence[int] | None = None,
@@ -140,7 +129,7 @@ def read_labelled_image(image_path: str | Path, label_path: str | Path, *,
         raise InputError(f"label values {found} are neither classes 0..{num_classes - 1} nor the "
                          f"ignore value {ignore_value}", path=label_path)
     values[~image.valid] = IGNORE_INDEX
-    return LabelledImage(key or image_path.stem, _to_unit(data, image_path), values, image.grid)
+    return LabelledImage(key or image_path.stem, to_unit(data, image_path), values, image.grid)
 
 
 def to_tiles(items: Sequence[LabelledImage], tile: int) -> list[LabelledImage]:

@@ -510,7 +510,7 @@ def issues_folder(model_dir: str | Path, root: str | Path, out_dir: str | Path, 
 
 
 def _input_scale(path: str | Path) -> float:
-    """Divisor to 0-1 values, as training read the images (see ``data._to_unit``)."""
+    """Divisor to 0-1 values, as training read the images (see ``core.raster.to_unit``)."""
     import rasterio
 
     with rasterio.open(path) as src:

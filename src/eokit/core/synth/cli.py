@@ -145,6 +145,29 @@ def objects_command(out_dir: Path, size: int, seed: int, n_expressions: int, mix
         click.echo(f"expression   {expression.text!r} ({expression.kind})")
 
 
+@synth.command(name="vocab")
+@out_option("out_dir", type=click.Path(path_type=Path), required=True,
+            help="Output folder (created if missing); scene i goes to OUT_DIR/scene_<i>.")
+@click.option("--count", type=click.IntRange(1, 10000), default=1, show_default=True,
+              help="Number of scenes (seeds SEED, SEED+1, ...).")
+@click.option("--size", type=click.IntRange(16, 8192), default=256, show_default=True,
+              help="Side length in pixels.")
+@click.option("--gsd-m", type=float, default=1.0, show_default=True, help="Pixel size in metres.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first scene.")
+@click.option("--classes", default=None,
+              help="Comma-separated class names to draw (default: the whole vocabulary).")
+def vocab_command(out_dir: Path, count: int, size: int, gsd_m: float, seed: int,
+                  classes: str | None) -> None:
+    """Write image.tif, label.tif and classes.json of open-vocabulary scenes to OUT_DIR."""
+    from eokit.core.synth.vocab import generate_vocab_scene, write_vocab_scene
+
+    names = None if classes is None else classes.split(",")
+    for i in range(count):
+        scene = generate_vocab_scene(size, seed=seed + i, classes=names, gsd_m=gsd_m)
+        for name, path in write_vocab_scene(scene, Path(out_dir) / f"scene_{i:04d}").items():
+            click.echo(f"{name:12s} {path}")
+
+
 def _write_report(scene: object, out_dir: Path, paths: dict[str, Path]) -> Path:
     from dataclasses import asdict
 

@@ -1,0 +1,1 @@
+"""Open-vocabulary segmentation: segment classes by name, including classes never trained on."""
