@@ -164,3 +164,8 @@ def ground(model_dir: Path, image: Path, expression: str, out: Path, tile: int,
     _print(ground_image(load_model(model_dir), image, expression, out, tile=tile,
                         overlap=overlap,
                         report_path=out.with_suffix(".html") if report else None))
+
+
+from eokit.grounding.adapt_cli import adapt_command  # noqa: E402
+
+grounding.add_command(adapt_command)
