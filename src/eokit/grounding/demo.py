@@ -27,7 +27,7 @@ def add_demo_section(report: Any, out_dir: Path, *, quick: bool, seed: int) -> N
     start = time.perf_counter()
     out = Path(out_dir) / "grounding"
     out.mkdir(parents=True, exist_ok=True)
-    scenes, det_epochs, head_epochs = (36, 10, 6) if quick else (90, 14, 12)
+    scenes, det_epochs, head_epochs = (16, 6, 4) if quick else (90, 14, 12)
     fit = fit_simulated(out / "model", scenes=scenes, size=96, seed=seed,
                         det_epochs=det_epochs, head_epochs=head_epochs, pretrained=True,
                         dim=64, head_dim=64, branch_layers=1, reasoner_layers=1)
