@@ -127,3 +127,30 @@ def test_bad_input_is_one_line_exit_2(argv: list[str], message: str, model_dir: 
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_interrupted_fit_exits_130_and_keeps_a_loadable_checkpoint(
+        tmp_path: Path, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eokit.grounding import train
+    from eokit.grounding.pipeline import CHECKPOINT_DIR, load_model
+
+    calls = {"n": 0}
+    loss = train.grounding_loss
+
+    def interrupt_in_second_head_epoch(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 1:  # 6 scenes -> one step per head epoch
+            raise KeyboardInterrupt
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(train, "grounding_loss", interrupt_in_second_head_epoch)
+    out = tmp_path / "run"
+    code, _, _ = run_cli(["grounding", "fit", "-o", str(out), "--simulate", "6", "--size", "64",
+                          "--det-epochs", "2", "--head-epochs", "3", "--no-pretrained"])
+    assert code == 130
+    assert not (out / "model.safetensors").exists()  # no final model from an interrupted run
+    config = json.loads((out / CHECKPOINT_DIR / "model.json").read_text())
+    # the last epoch of a stage is always saved; head epoch 1 came within the 60 s throttle
+    assert config["checkpoint"] == {"stage": "detector", "epoch": 2, "of": 2}
+    assert not config["head_trained"]
+    assert load_model(out / CHECKPOINT_DIR).class_names == config["class_names"]

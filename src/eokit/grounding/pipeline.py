@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,45 @@ def load_model(model_dir: str | Path, *, text: Any = None) -> GroundingModel:
     return GroundingModel(detector, head, text, config["class_names"], config)
 
 
+CHECKPOINT_DIR = "checkpoints/last"
+
+
+class _Checkpointer:
+    """Saves the model being trained as a loadable model folder, ``OUT/checkpoints/last``.
+
+    Called at the end of every epoch of both stages, at most once per ``every_s`` seconds and
+    always after the last epoch of a stage, so an interrupted ``fit`` (Ctrl-C: exit 130) keeps
+    the state of its last finished epoch. ``model.json`` records the stage and epoch.
+    """
+
+    def __init__(self, out_dir: str | Path, model: GroundingModel, every_s: float = 60.0
+                 ) -> None:
+        self.folder = Path(out_dir) / CHECKPOINT_DIR
+        self.model, self.every_s, self.last = model, every_s, time.perf_counter()
+
+    def __call__(self, stage: str) -> Callable[[int, int], None]:
+        def save(epoch: int, epochs: int) -> None:
+            now = time.perf_counter()
+            if epoch < epochs and now - self.last < self.every_s:
+                return
+            self.model.config = {**self.model.config,
+                                 "checkpoint": {"stage": stage, "epoch": epoch, "of": epochs},
+                                 "head_trained": stage == "head"}
+            self.model.save(self.folder)
+            self.last = now
+            logger.info("checkpoint: %s epoch %d/%d -> %s", stage, epoch, epochs, self.folder)
+        return save
+
+    def finish(self) -> None:
+        """Drop the checkpoint once the final model folder is written."""
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+        parent = self.folder.parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
 def fit_simulated(out_dir: str | Path, *, scenes: int = 200, size: int = 128, seed: int = 0,
                   det_epochs: int = 12, head_epochs: int = 30, pretrained: bool | str = True,
                   encoder: str = "efficientnet_lite0", text_encoder: str = "minilm_l6",
@@ -158,18 +198,21 @@ def fit_simulated(out_dir: str | Path, *, scenes: int = 200, size: int = 128, se
               "multi_branch": True, "selection": selection, "input_view": "window",
               "head_trained": True}
     detector, head = _build(config, text, pretrained)
-    det_fit = fit_detector(detector, train, names, text, epochs=det_epochs, seed=seed)
+    checkpoint = _Checkpointer(out_dir, GroundingModel(detector, head, text, names, config))
+    det_fit = fit_detector(detector, train, names, text, epochs=det_epochs, seed=seed,
+                           on_epoch=checkpoint("detector"))
     emb = text.classes(names)
     _, train_props = detect(detector, train, names, text)
     dets, test_props = detect(detector, test, names, text)
     head_fit = fit_grounder(head, train, build_nodes(train_props, emb, (size, size)), text,
-                            epochs=head_epochs, seed=seed)
+                            epochs=head_epochs, seed=seed, on_epoch=checkpoint("head"))
     pred = predict_grounding(head, test, build_nodes(test_props, emb, (size, size)), text)
     vocab = {n: i for i, n in enumerate(names)}
     gt = [{"boxes": torch.as_tensor(s.boxes), "labels": torch.tensor([vocab[n] for n in s.labels])}
           for s in test]
     model = GroundingModel(detector, head, text, names, config)
     path = model.save(out_dir)
+    checkpoint.finish()
     return {"model": str(path), "detector_fit": det_fit, "head_fit": head_fit,
             "test_grounding": grounding_metrics(pred["boxes"], pred["targets"]),
             "test_detection": detection_map(dets, gt), "test_scenes": n_test}
@@ -270,18 +313,20 @@ def fit_items(out_dir: str | Path, train_items: Sequence[Any], val_items: Sequen
         "selection": selection, "input_view": "resize" if view == "resize" else "window",
         "trained_on": trained_on or {}}
     detector, head = _build(config, text, pretrained)
+    checkpoint = _Checkpointer(out_dir, GroundingModel(detector, head, text, names, config))
     det_fit = fit_detector(detector, train, names, text, epochs=det_epochs, seed=seed,
-                           batch_size=batch_size)
+                           batch_size=batch_size, on_epoch=checkpoint("detector"))
     emb = text.classes(names)
     with_text = [s for s in train if s.expressions]
     head_fit: dict[str, Any] | None = None
     if with_text:
         _, props = detect(detector, with_text, names, text)
         head_fit = fit_grounder(head, with_text, build_nodes(props, emb, (size, size)), text,
-                                epochs=head_epochs, seed=seed)
+                                epochs=head_epochs, seed=seed, on_epoch=checkpoint("head"))
     config["head_trained"] = head_fit is not None
     model = GroundingModel(detector, head, text, names, config)
     path = model.save(out_dir)
+    checkpoint.finish()
     scores: dict[str, Any] = {}
     if val:
         vocab = {n: i for i, n in enumerate(names)}

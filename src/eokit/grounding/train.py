@@ -143,7 +143,8 @@ def fit_detector(detector: TextConditionedDetector, samples: Sequence[GroundingS
                  class_names: Sequence[str], text: TextCache, *, epochs: int = 10,
                  batch_size: int = 8, lr: float = 1e-3, seed: int = 0, flips: bool = True,
                  log_every: int = 20,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+                 should_stop: Callable[[], bool] | None = None,
+                 on_epoch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Stage 1: train the detector on the samples' boxes (all images of one size).
 
     Args:
@@ -158,6 +159,7 @@ def fit_detector(detector: TextConditionedDetector, samples: Sequence[GroundingS
         flips: Random horizontal/vertical flips.
         log_every: Steps between progress lines.
         should_stop: Polled each step; True stops early.
+        on_epoch: Called with (epoch, epochs) after each finished epoch (checkpoints).
 
     Returns:
         ``steps``, ``seconds``, ``final_loss``.
@@ -185,7 +187,7 @@ def fit_detector(detector: TextConditionedDetector, samples: Sequence[GroundingS
     detector.train()
     start, step, loss_value = time.perf_counter(), 0, float("nan")
     h, w = int(size[0]), int(size[1])
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(len(samples), generator=gen)
         for b in range(steps_per_epoch):
             idx = order[b * batch_size:(b + 1) * batch_size].tolist()
@@ -221,6 +223,10 @@ def fit_detector(detector: TextConditionedDetector, samples: Sequence[GroundingS
                             elapsed / step * (total - step))
             if should_stop is not None and should_stop():
                 break
+        if on_epoch is not None:
+            detector.eval()
+            on_epoch(epoch + 1, epochs)
+            detector.train()
     detector.eval()
     return {"steps": step, "seconds": time.perf_counter() - start, "final_loss": loss_value}
 
@@ -271,7 +277,8 @@ def _expression_rows(samples: Sequence[GroundingSample]) -> list[tuple[int, int]
 
 def fit_grounder(head: MBORESHead, samples: Sequence[GroundingSample], nodes: dict[str, Tensor],
                  text: TextCache, *, epochs: int = 30, batch_size: int = 32, lr: float = 5e-4,
-                 seed: int = 0, log_every: int = 50) -> dict[str, Any]:
+                 seed: int = 0, log_every: int = 50,
+                 on_epoch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Stage 2: train the head on every (image, expression) pair, detector frozen (cached nodes).
 
     Args:
@@ -284,6 +291,7 @@ def fit_grounder(head: MBORESHead, samples: Sequence[GroundingSample], nodes: di
         lr: AdamW learning rate.
         seed: Order seed.
         log_every: Steps between progress lines.
+        on_epoch: Called with (epoch, epochs) after each finished epoch (checkpoints).
     """
     rows = _expression_rows(samples)
     if not rows:
@@ -303,7 +311,7 @@ def fit_grounder(head: MBORESHead, samples: Sequence[GroundingSample], nodes: di
                                                     pct_start=0.1)
     head.train()
     start, step, loss_value = time.perf_counter(), 0, float("nan")
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(len(rows), generator=gen)
         for b in range(steps_per_epoch):
             idx = order[b * batch_size:(b + 1) * batch_size]
@@ -321,6 +329,10 @@ def fit_grounder(head: MBORESHead, samples: Sequence[GroundingSample], nodes: di
             if log_every and step % log_every == 0:
                 logger.info("grounding step %d/%d loss %.3f (proposal %.3f, giou %.3f)", step,
                             total, loss_value, float(loss["proposal"]), float(loss["giou"]))
+        if on_epoch is not None:
+            head.eval()
+            on_epoch(epoch + 1, epochs)
+            head.train()
     head.eval()
     return {"steps": step, "seconds": time.perf_counter() - start, "final_loss": loss_value,
             "pairs": len(rows)}
