@@ -154,6 +154,7 @@ def run_seed(seed: int, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
                                         "train_s": round(time.perf_counter() - t, 1)}
     results["seen"], results["unseen"] = seen, unseen
     results["split_version"] = str(getattr(split, "version", ""))
+    results["split_sha256"] = str(getattr(split, "sha256", ""))
     return results
 
 
@@ -236,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
             per_seed.append(run_seed(args.seed + i, cfg, Path(tmp)))
     summary = summarise(per_seed)
     check = verdict(summary, per_seed)
-    notes = []
+    first = per_seed[0]
+    notes = [f"split: packaged sim split v{first['split_version']} (sha256 "
+             f"{first['split_sha256'][:12]}), {len(first['seen'])} seen / "
+             f"{len(first['unseen'])} unseen"]
     notes.append(
         f"full vs no_rotation_no_guidance: {check['gain_over_no_rotation_no_guidance_h_miou']:+.1f}"
         f" h-mIoU (target >= +{TARGET_GAIN}: "
