@@ -140,3 +140,34 @@ def test_vocabulary_files_give_synonyms_and_descriptions(tmp_path: Path) -> None
     packaged = load_vocabulary()
     assert "lake" in packaged["water body"].synonyms  # the simulator's classes
     assert packaged["swimming pool"].description  # and the dataset layouts' classes
+
+
+def test_openearthmap_dlrsd_and_isprs_colour_layouts(tmp_path: Path) -> None:
+    oem = tmp_path / "oem"
+    label = np.zeros((16, 24), np.uint8)
+    label[:, 12:] = 8  # building
+    for region in ("aachen", "koeln"):
+        _png(oem / region / "images" / f"{region}_1.png", _image())
+        _png(oem / region / "labels" / f"{region}_1.png", label)
+    data = read_folder(oem, layout="openearthmap")
+    assert len(data) == 2
+    _, ids = data[1]
+    assert (ids[:, :12] == IGNORE_INDEX).all() and data.classes.names[ids[0, 20]] == "building"
+
+    dlrsd = tmp_path / "d"
+    _png(dlrsd / "Images" / "harbor" / "harbor01.png", _image())
+    _png(dlrsd / "Labels" / "harbor" / "harbor01.png", np.full((16, 24), 13, np.uint8))
+    data = read_folder(dlrsd)  # Images/ + Labels/ means DLRSD
+    assert data.layout == "dlrsd" and data.classes.names[int(data[0][1][0, 0])] == "sea"
+
+    isprs = tmp_path / "potsdam"
+    colour = np.zeros((3, 16, 24), np.uint8)
+    colour[2] = 255  # (0, 0, 255): building
+    colour[:, :, :6] = 255  # (255, 255, 255): impervious surface
+    _png(isprs / "img_dir" / "t.png", _image())
+    _png(isprs / "ann_dir" / "t.png", colour)
+    data = read_folder(isprs)
+    _, ids = data[0]
+    assert data.layout == "isprs"
+    assert [data.classes.names[i] for i in (ids[0, 0], ids[0, 10])] == ["impervious surface",
+                                                                          "building"]

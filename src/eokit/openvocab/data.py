@@ -276,18 +276,19 @@ def _generic_table(path: Path) -> ClassTable:
 
 
 def _guess_layout(root: Path) -> str:
+    # the folder's structure first, then a dataset name in the path (nearest folder first)
     if (root / "classes.yaml").is_file():
         return "generic"
-    text = root.resolve().as_posix().lower()
-    for hint, layout in _HINTS:
-        if hint in text:
-            return layout
     if next(root.rglob(f"*{_ISAID_MASK}.png"), None) is not None:
         return "isaid"
     if next(root.rglob("images_png"), None) is not None:
         return "loveda"
     if (root / "Images").is_dir() and (root / "Labels").is_dir():
         return "dlrsd"
+    for part in reversed(root.resolve().parts):
+        for hint, layout in _HINTS:
+            if hint in part.lower():
+                return layout
     raise InputError("cannot tell the dataset layout; give --layout "
                      f"({'|'.join(LAYOUTS)}) or put a classes.yaml in the folder", path=root)
 
