@@ -131,3 +131,16 @@ def test_open_clip_weights_that_do_not_match_the_named_model(tmp_path: Path,
                             str(bad), *FIT])
     assert code == 2 and "do not match 'eokit-ov-cli-clip'" in err and "other.safetensors" in err
     assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_class_colours_are_distinct_and_keep_the_simulator_colours() -> None:
+    from eokit.core.synth.vocab import vocab_class
+    from eokit.openvocab.pipeline import class_colours
+
+    names = ["background", "bareland", "grass", "pavement", "road", "tree", "water", "cropland",
+             "building"]
+    colours = class_colours(names)
+    assert colours[names.index("building")] == vocab_class("building").colour
+    rgb = np.array([[int(c[k:k + 2], 16) for k in (1, 3, 5)] for c in colours], float)
+    gaps = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1) + np.eye(len(names)) * 1e3
+    assert gaps.min() >= 60

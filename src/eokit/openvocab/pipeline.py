@@ -205,12 +205,22 @@ def class_colours(names: Sequence[str]) -> list[str]:
                 known[str(item.name).lower()] = colour
     except ImportError:
         pass
-    out, used = [], set()
-    for i, name in enumerate(names):
-        colour = known.get(name.lower())
-        if colour is None or colour in used:
-            colour = next((c for c in PALETTE if c not in used), PALETTE[i % len(PALETTE)])
-        used.add(colour)
+    def rgb(c: str) -> np.ndarray:
+        return np.array([int(c.lstrip("#")[k:k + 2], 16) for k in (0, 2, 4)], float)
+
+    def distinct(c: str, used: list[str], gap: float = 60.0) -> bool:
+        return all(np.linalg.norm(rgb(c) - rgb(u)) >= gap for u in used)
+
+    # names the simulator knows keep its colours; the others take the first palette colour
+    # that is not close to a colour already taken (two reds side by side read as one class)
+    fixed = {i: known[n.lower()] for i, n in enumerate(names) if n.lower() in known}
+    out: list[str] = []
+    for i, _ in enumerate(names):
+        colour = fixed.get(i)
+        taken = out + [c for j, c in fixed.items() if j > i]
+        if colour is None or not distinct(colour, out, 1.0):
+            colour = next((c for c in PALETTE if distinct(c, taken)),
+                          next((c for c in PALETTE if c not in taken), PALETTE[i % len(PALETTE)]))
         out.append(colour)
     return out
 
