@@ -453,17 +453,9 @@ def save_model(model: CANet, path: str | Path, *, extra: dict[str, str] | None =
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    from safetensors import safe_open
+    from eokit.core.weights import read_safetensors
 
-    if not path.is_file():
-        raise InputError("checkpoint not found", path=path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-    except Exception as error:  # safetensors raises its own error types
-        raise InputError(f"not a readable safetensors file ({error})", path=path) from error
-    return metadata, tensors
+    return read_safetensors(path, what="checkpoint")
 
 
 def load_model(path: str | Path) -> CANet:

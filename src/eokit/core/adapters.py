@@ -741,17 +741,10 @@ def load_adapter(
         InputError: missing/corrupt file, keys the model lacks, shape mismatch, or a base
             fingerprint that differs from this model's.
     """
-    from safetensors import safe_open
+    from eokit.core.weights import read_safetensors
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError("adapter file not found" if not path.exists() else "not a file", path=path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as err:  # safetensors raises its own error types for corrupt headers
-        raise InputError(f"not a readable safetensors file ({err})", path=path) from err
+    meta, tensors = read_safetensors(path, what="adapter file")
     if meta.get("format") != ADAPTER_FORMAT:
         raise InputError("not an eokit adapter file (no adapter metadata)", path=path)
     state = model.state_dict()

@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from eokit.core.errors import InputError
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CATALOGUE", "CatalogueEntry", "WeightsSpec", "catalogue_entry", "default_cache_dir",
            "describe_catalogue", "hub_offline", "is_offline", "resolve_catalogue",
-           "resolve_weights", "sha256_file", "verify_catalogue"]
+           "read_safetensors", "resolve_weights", "sha256_file", "verify_catalogue"]
 
 _CHUNK = 1 << 20
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -479,3 +480,24 @@ def verify_catalogue(
         except InputError as err:
             results[name] = str(err)
     return results
+
+
+def read_safetensors(path: str | Path, *, what: str = "file"
+                     ) -> tuple[dict[str, str], dict[str, Any]]:
+    """(metadata, tensors) of a safetensors file.
+
+    A missing or unreadable file raises one :class:`InputError`; ``what`` names the file in
+    the message (e.g. ``"checkpoint"``).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found" if not path.exists() else "not a file", path=path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise InputError(f"not a readable safetensors file ({error})", path=path) from error
+    return metadata, tensors

@@ -315,17 +315,10 @@ def save_adapter_file(stack: nn.Module, path: str | Path, trainable: Sequence[st
 
 def read_adapter_file(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Tensors and metadata of an adapter file (one clear error for anything else)."""
-    from safetensors import safe_open
+    from eokit.core.weights import read_safetensors
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError("adapter file not found", path=path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except Exception as err:  # safetensors raises its own error types
-        raise InputError(f"not a readable safetensors file ({err})", path=path) from err
+    meta, tensors = read_safetensors(path, what="adapter file")
     if meta.get("format") != ADAPTER_FORMAT or "method" not in meta:
         raise InputError("not an eokit grounding adapter file", path=path)
     return tensors, meta
