@@ -418,7 +418,8 @@ def to_unit(data: np.ndarray, path: PathLike) -> np.ndarray:
         return data.astype(np.float32) / 10000.0
     out = data.astype(np.float32)
     if np.nanmax(out) > 10:
-        raise InputError("float image above 10: expected reflectance or 0-1 values", path=path)
+        raise InputError("float image above 10: expected reflectance or 0-1 values",
+                         path=os.fspath(path))
     return out
 
 
