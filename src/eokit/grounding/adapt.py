@@ -526,9 +526,7 @@ def _frozen_text(encoder: Any) -> Any:
     """A fresh TextCache on ``encoder`` that leaves its parameters' trainable flags alone."""
     from eokit.grounding.train import TextCache
 
-    cache = TextCache.__new__(TextCache)
-    cache.encoder, cache.dim, cache._tokens = encoder, int(encoder.dim), {}
-    return cache
+    return TextCache(encoder, freeze=False)
 
 
 @torch.no_grad()

@@ -96,12 +96,16 @@ class TextCache:
     Args:
         encoder: A :class:`eokit.core.encoders.TextEncoder` (or anything with ``encode`` and
             ``encode_tokens``).
+        freeze: Put the encoder in eval mode and freeze its parameters; ``False`` leaves both
+            as they are (an encoder that parameter-efficient fine-tuning may train).
     """
 
-    def __init__(self, encoder: Any) -> None:
-        self.encoder = encoder.eval()
-        for p in self.encoder.parameters():
-            p.requires_grad_(False)
+    def __init__(self, encoder: Any, *, freeze: bool = True) -> None:
+        self.encoder = encoder
+        if freeze:
+            encoder.eval()
+            for p in encoder.parameters():
+                p.requires_grad_(False)
         self.dim = int(encoder.dim)
         self._tokens: dict[str, tuple[Tensor, Tensor]] = {}
 
